@@ -1,0 +1,129 @@
+"""The `dl` command line: `dl train`, `dl datasets`, `dl models`.
+
+Thin by design: it parses flags into a `TrainConfig` and calls library functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+
+
+def _parse_kv(items: list[str] | None, flag: str) -> dict:
+    """Parse ["widths=(128,64)", "dropout=0.1"] into a dict of Python literals."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} expects KEY=VALUE (e.g. {flag} widths=(128,)); got {item!r}.")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value  # a bare string such as activation=tanh
+    return out
+
+
+def _cmd_datasets(args) -> int:
+    from dl.data import DATASETS
+
+    width = max(map(len, DATASETS))
+    for name, (_, desc) in DATASETS.items():
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from dl.models import MODELS
+
+    width = max(map(len, MODELS))
+    for name, (_, desc) in MODELS.items():
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from dl.recipes import default_config, train_and_evaluate
+
+    config = default_config(
+        args.model,
+        args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        clip_norm=args.clip_norm,
+        label_smoothing=args.label_smoothing,
+        augment=args.augment,
+        val_fraction=args.val_fraction,
+        patience=args.patience,
+        seed=args.seed,
+        model_kwargs=_parse_kv(args.model_arg, "--model-arg"),
+        dataset_kwargs=_parse_kv(args.dataset_arg, "--dataset-arg"),
+    )
+    print(
+        f"dl train: {config.model} on {config.dataset}, {config.epochs} epochs, batch "
+        f"{config.batch_size}, {config.optimizer} lr={config.learning_rate} ({config.schedule}), "
+        f"augment={config.augment}, seed={config.seed}",
+        flush=True,
+    )
+    res = train_and_evaluate(config, args.out, progress=not args.no_progress)
+    print(
+        f"test accuracy: {res['test_accuracy']:.4f}  test loss: {res['test_loss']:.4f}  "
+        f"epochs: {res['epochs']}  train time: {res['train_time_s']:.1f}s"
+    )
+    print(f"wrote {res['out_dir']}/results.json, metrics.jsonl, curves.png")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dl", description="dl: a JAX functional research toolkit for deep learning."
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub.add_parser("datasets", help="list the embedded datasets").set_defaults(fn=_cmd_datasets)
+    sub.add_parser("models", help="list the models").set_defaults(fn=_cmd_models)
+
+    t = sub.add_parser(
+        "train",
+        help="train a model on a dataset and write results.json, metrics.jsonl, curves.png",
+        description="Train a model on an embedded dataset. Flags left out take the recipe's "
+        "default for that (model, dataset) pair.",
+    )
+    t.add_argument("--model", default="cnn", help="model name (see `dl models`); default cnn")
+    t.add_argument("--dataset", default="mnist5k", help="dataset name (see `dl datasets`)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="peak learning rate")
+    t.add_argument("--optimizer", help="sgd, momentum, nesterov, adam, adamw or rmsprop")
+    t.add_argument("--schedule", help="constant, step, cosine or warmup_cosine")
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--clip-norm", type=float, help="global-norm gradient clipping")
+    t.add_argument("--label-smoothing", type=float)
+    t.add_argument("--augment", help="none, shift or shift_flip")
+    t.add_argument("--val-fraction", type=float, help="hold out this share for validation")
+    t.add_argument("--patience", type=int, help="early stopping on val/accuracy")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="model field, repeatable: --model-arg widths=(128,) --model-arg dropout=0.1")
+    t.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE",
+                   help="dataset option, repeatable: --dataset-arg num_samples=10000")
+    t.add_argument("--out", help="output folder (default runs/train/<model>-<dataset>-...)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(fn=_cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, FloatingPointError) as e:
+        print(f"dl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

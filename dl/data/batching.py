@@ -1,0 +1,106 @@
+"""Device-resident batching: shuffle with jax.random from (seed, epoch), explicit remainder.
+
+Small datasets live on the device for the whole run; each epoch draws one permutation
+on the device and every batch is one gather there, so the host never copies data in
+the training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dl._errors import check_positive_int
+
+Remainder = Literal["drop", "pad"]
+
+
+def num_batches(n: int, batch_size: int, remainder: Remainder = "drop") -> int:
+    """Number of batches an epoch of `n` examples gives."""
+    if remainder == "drop":
+        return n // batch_size
+    if remainder == "pad":
+        return -(-n // batch_size)
+    raise ValueError(f"remainder must be 'drop' or 'pad'; got {remainder!r}.")
+
+
+def epoch_indices(
+    n: int, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
+    remainder: Remainder = "drop",
+) -> tuple[jax.Array, jax.Array]:
+    """Example indices and weights of one epoch, shaped (num_batches, batch_size).
+
+    The permutation depends only on (seed, epoch): `fold_in(key(seed), epoch)`. With
+    remainder="drop" the last n % batch_size examples of the permutation are left out
+    (a different few each epoch); with "pad" the last batch is filled with index 0 and
+    weight 0, so every example counts exactly once and every batch has the same shape.
+
+    Returns:
+      (indices int32, mask float32), both (num_batches, batch_size).
+    """
+    nb = num_batches(n, batch_size, remainder)
+    if shuffle:
+        key = jax.random.fold_in(jax.random.key(seed), epoch)
+        perm = jax.random.permutation(key, n).astype(jnp.int32)
+    else:
+        perm = jnp.arange(n, dtype=jnp.int32)
+    total = nb * batch_size
+    if total <= n:
+        idx, mask = perm[:total], jnp.ones((total,), jnp.float32)
+    else:
+        pad = total - n
+        idx = jnp.concatenate([perm, jnp.zeros((pad,), jnp.int32)])
+        mask = jnp.concatenate([jnp.ones((n,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
+    return idx.reshape(nb, batch_size), mask.reshape(nb, batch_size)
+
+
+@jax.jit
+def _gather(x, y, idx, mask):
+    return {"x": jnp.take(x, idx, axis=0), "y": jnp.take(y, idx, axis=0), "mask": mask}
+
+
+def batches(
+    x, y, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
+    remainder: Remainder = "drop",
+) -> Iterator[dict[str, jax.Array]]:
+    """Iterate over one epoch of batches {"x", "y", "mask"} gathered on the device.
+
+    Args:
+      x, y: arrays with the same first dimension; numpy arrays are put on the default
+        device once per call, so pass device arrays (`jax.device_put`) to keep a dataset
+        resident across epochs.
+      batch_size: examples per batch (> 0).
+      seed, epoch: the shuffle is `jax.random.permutation(fold_in(key(seed), epoch), n)`.
+      shuffle: False keeps the stored order (evaluation).
+      remainder: "drop" leaves out the last partial batch; "pad" pads it to full size with
+        mask 0, so every example is seen once (use it for evaluation).
+
+    Yields:
+      dicts with "x" (batch_size, ...), "y" (batch_size, ...), "mask" (batch_size,) float32.
+
+    >>> xs, ys = np.zeros((10, 3), np.float32), np.arange(10)
+    >>> [b["x"].shape for b in batches(xs, ys, 4, remainder="pad")]
+    [(4, 3), (4, 3), (4, 3)]
+    """
+    batch_size = check_positive_int("batch_size", batch_size)
+    n = len(x)
+    if len(y) != n:
+        raise ValueError(f"x and y differ in length: {n} examples in x, {len(y)} labels in y.")
+    if n == 0:
+        raise ValueError("Cannot batch an empty dataset (0 examples).")
+    if remainder == "drop" and batch_size > n:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {n} examples, so remainder='drop' "
+            "gives no batch. Lower batch_size or use remainder='pad'."
+        )
+    x = x if isinstance(x, jax.Array) else jax.device_put(np.asarray(x))
+    y = y if isinstance(y, jax.Array) else jax.device_put(np.asarray(y))
+    idx, mask = epoch_indices(
+        n, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, remainder=remainder
+    )
+    for i in range(idx.shape[0]):
+        yield _gather(x, y, idx[i], mask[i])

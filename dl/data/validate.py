@@ -1,0 +1,74 @@
+"""Host-side checks of (x, y) arrays before they reach a compiled step."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_arrays(
+    x, y, *, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+    name: str = "data",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check a labelled array pair and return it as numpy arrays.
+
+    Checks: x is a non-empty numeric array; x and y have the same length; x has the
+    per-example shape the model expects; x is finite; y holds integer labels in
+    [0, num_classes). Each failure raises a ValueError that names the value received.
+
+    Args:
+      x: inputs (N, *input_shape).
+      y: integer labels (N,).
+      input_shape: expected per-example shape of x, or None to skip the check.
+      num_classes: labels must lie in [0, num_classes); None skips the range check.
+      name: what the arrays are called in error messages ("train", "test", ...).
+
+    Returns:
+      (x, y) as numpy arrays (x float32 unless it was another float type, y int32).
+    """
+    try:
+        x = np.asarray(x)
+        y = np.asarray(y)
+    except Exception as e:  # e.g. ragged lists
+        raise ValueError(f"{name}: x and y must be array-like; could not convert ({e}).") from e
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise ValueError(f"{name}: x must be numeric; got dtype {x.dtype}.")
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"{name}: x is empty (shape {x.shape}); need at least one example.")
+    if y.ndim != 1:
+        raise ValueError(
+            f"{name}: y must be a 1-D array of integer labels; got shape {y.shape}. "
+            "Pass class indices, not one-hot vectors (use y.argmax(-1))."
+        )
+    if len(y) != len(x):
+        raise ValueError(f"{name}: x has {len(x)} examples but y has {len(y)} labels.")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        hint = ""
+        if int(np.prod(x.shape[1:])) == int(np.prod(input_shape)):
+            hint = f" Reshape it: x.reshape(-1, *{tuple(input_shape)})."
+        raise ValueError(
+            f"{name}: x has per-example shape {tuple(x.shape[1:])} but the model was built "
+            f"for {tuple(input_shape)}.{hint}"
+        )
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = int(np.argwhere(bad.reshape(len(x), -1).any(1))[0, 0])
+        raise ValueError(
+            f"{name}: x contains {int(bad.sum())} NaN or Inf values (first in example "
+            f"{first}). Clean or impute the inputs before training."
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int32)
+        else:
+            raise ValueError(f"{name}: y must hold integer class labels; got dtype {y.dtype}.")
+    if num_classes is not None:
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"{name}: labels must lie in [0, {num_classes}) for a {num_classes}-class "
+                f"model; got labels in [{lo}, {hi}]. Remap the labels or build the model "
+                f"with num_classes={hi + 1}."
+            )
+    return x, y.astype(np.int32)

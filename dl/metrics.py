@@ -1,0 +1,60 @@
+"""Metrics as sums and counts, so they add exactly across steps and devices.
+
+A step returns e.g. {"loss_sum": f32, "correct": i32, "count": i32}; the host adds those
+up over an epoch and only then divides (`summarize`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+
+
+def loss_and_accuracy(
+    logits: jax.Array, labels: jax.Array, per_example_loss: jax.Array, mask: jax.Array,
+    *, loss: str = "cross_entropy",
+) -> dict[str, jax.Array]:
+    """Sums for one batch; examples with mask 0 (padding) count nowhere.
+
+    Args:
+      logits: model outputs (B, ...).
+      labels: targets (B, ...).
+      per_example_loss: (B,).
+      mask: (B,) weights in {0, 1}.
+      loss: the loss name; accuracy is reported for the classification losses.
+
+    Returns:
+      {"loss_sum", "count"} and, for classification, "correct".
+    """
+    m = mask.astype(jnp.float32)
+    out = {
+        "loss_sum": jnp.sum(per_example_loss.astype(jnp.float32) * m),
+        "count": jnp.sum(mask > 0).astype(jnp.int32),
+    }
+    if loss == "cross_entropy":
+        hit = jnp.argmax(logits, axis=-1) == labels
+        out["correct"] = jnp.sum(hit & (mask > 0)).astype(jnp.int32)
+    elif loss == "binary_cross_entropy":
+        hit = (logits > 0).reshape(logits.shape[0], -1) == (labels.reshape(labels.shape[0], -1) > 0.5)
+        out["correct"] = jnp.sum(hit.all(axis=1) & (mask > 0)).astype(jnp.int32)
+    return out
+
+
+@jax.jit
+def add(a: Mapping[str, jax.Array], b: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Elementwise sum of two metric dicts (one compiled call, no host sync)."""
+    return jax.tree.map(jnp.add, dict(a), dict(b))
+
+
+def summarize(sums: Mapping[str, object]) -> dict[str, float]:
+    """Turn summed metrics into means: {"loss", "accuracy"?, "count"} as Python numbers."""
+    host = {k: jax.device_get(v) for k, v in sums.items()}
+    count = int(host["count"])
+    out: dict[str, float] = {"count": count}
+    denom = max(count, 1)
+    out["loss"] = float(host["loss_sum"]) / denom
+    if "correct" in host:
+        out["accuracy"] = int(host["correct"]) / denom
+    return out

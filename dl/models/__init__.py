@@ -1,0 +1,66 @@
+"""The model zoo: Flax Linen modules called as `model.apply(variables, x, train=...)`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import flax.linen as nn
+
+from dl._errors import unknown_name
+from dl.models.cnn import CNN, LeNet5
+from dl.models.layers import ACTIVATIONS
+from dl.models.mlp import MLP
+from dl.models.resnet import BasicBlock, ResNet
+
+
+def _linear(num_classes: int, **kw) -> MLP:
+    return MLP(num_classes=num_classes, widths=(), **kw)
+
+
+# name -> (constructor, one-line description). A plain dict: lookup, not a framework.
+MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
+    "linear": (_linear, "multinomial logistic regression: one Dense layer on the flat input"),
+    "mlp": (MLP, "multi-layer perceptron: widths, activation, dropout, batch norm"),
+    "lenet5": (LeNet5, "LeNet-5 (LeCun 1998) for images >= 16x16"),
+    "cnn": (CNN, "configurable conv stack, 1-D or 2-D, optional batch norm (VGG-style)"),
+    "resnet": (ResNet, "CIFAR-style ResNet-20 (He 2016); blocks_per_stage sets the depth"),
+}
+
+
+def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """Build a model by name.
+
+    Args:
+      name: one of `MODELS`.
+      num_classes: size of the output layer.
+      **kwargs: the module's fields (e.g. `widths=(128,)` for "mlp").
+
+    Returns:
+      An unbound `flax.linen.Module`.
+
+    >>> get_model("mlp", 10, widths=(32,)).widths
+    (32,)
+    """
+    if name not in MODELS:
+        raise unknown_name("model", name, MODELS, "List them with `dl models`.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}.")
+    ctor = MODELS[name][0]
+    cls = MLP if ctor is _linear else ctor
+    fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "num_classes"}
+    if ctor is _linear:
+        fields -= {"widths"}
+    unknown = set(kwargs) - fields
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {sorted(unknown)} for model {name!r}. Valid: {sorted(fields)}."
+        )
+    if "activation" in kwargs and kwargs["activation"] not in ACTIVATIONS:
+        raise unknown_name("activation", kwargs["activation"], ACTIVATIONS)
+    if "dropout" in kwargs and not 0 <= kwargs["dropout"] < 1:
+        raise ValueError(f"dropout must be in [0, 1); got {kwargs['dropout']!r}.")
+    return ctor(num_classes=num_classes, **kwargs)
+
+
+__all__ = ["CNN", "MLP", "MODELS", "BasicBlock", "LeNet5", "ResNet", "get_model"]

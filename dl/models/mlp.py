@@ -1,0 +1,40 @@
+"""Multi-layer perceptron (and, with no hidden layers, multinomial logistic regression)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+
+from dl.models.layers import activation, batch_norm
+
+
+class MLP(nn.Module):
+    """A stack of Dense layers on the flattened input, then a linear classifier.
+
+    Attributes:
+      num_classes: output size (logits).
+      widths: hidden layer widths; () gives a linear model.
+      activation: name from `dl.models.layers.ACTIVATIONS`.
+      dropout: dropout rate after each hidden activation (train only).
+      batch_norm: BatchNorm after each hidden Dense (before the activation).
+    """
+
+    num_classes: int
+    widths: Sequence[int] = (512, 256)
+    activation: str = "relu"
+    dropout: float = 0.0
+    batch_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        act = activation(self.activation)
+        x = x.reshape((x.shape[0], -1))
+        for i, width in enumerate(self.widths):
+            x = nn.Dense(width, name=f"dense{i}")(x)
+            if self.batch_norm:
+                x = batch_norm(train)(x)
+            x = act(x)
+            if self.dropout > 0:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, name="head")(x)

@@ -1,0 +1,474 @@
+"""The reference trainer: a train state, pure train/eval steps, and one readable fit loop.
+
+Read top to bottom:
+
+1. `TrainState` is a pytree (step, params, batch_stats, opt_state, rng); the model's
+   input shape and class count ride along as static metadata for error messages.
+2. `make_train_step` / `make_eval_step` build PURE functions `(state, batch) -> ...`
+   from `model.apply`, a loss and an optax transformation. Dropout and augmentation keys
+   are `fold_in(state.rng, state.step)`, so a step is a function of its inputs only.
+   Metrics are sums and counts (`dl.metrics`).
+3. `fit` compiles the step once (`jax.jit` with the state donated), keeps the data on the
+   device, syncs with the host once per epoch, evaluates, logs JSON lines, stops early
+   and restores the best state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from dl import metrics as metrics_lib
+from dl._errors import check_positive_int
+from dl.data.batching import batches, num_batches
+from dl.data.validate import check_arrays
+from dl.losses import LOSSES, get_loss
+
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@struct.dataclass
+class TrainState:
+    """Everything that changes during training, as one pytree.
+
+    Attributes:
+      step: number of optimizer steps taken (int32 scalar).
+      params: model parameters.
+      batch_stats: BatchNorm running statistics ({} for models without BatchNorm).
+      opt_state: the optax state.
+      rng: the run's root key; the key of step t is `fold_in(rng, t)`.
+      input_shape: per-example input shape the model was built for (static metadata).
+      num_classes: size of the model's output (static metadata).
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+    input_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
+    num_classes: int = struct.field(pytree_node=False, default=0)
+
+
+def create_state(
+    model: nn.Module, tx: optax.GradientTransformation, input_shape, *, seed: int = 0,
+    key: jax.Array | None = None,
+) -> TrainState:
+    """Initialise parameters, batch statistics and optimizer state.
+
+    Args:
+      model: a Linen module called as `model(x, train=...)`.
+      tx: an optax transformation (e.g. from `dl.optim.make_optimizer`).
+      input_shape: the per-example input shape, e.g. `dataset.input_shape`.
+      seed: seed of the root key (ignored when `key` is given).
+      key: a `jax.random.key` to use instead of `seed`.
+
+    Returns:
+      A `TrainState` at step 0.
+    """
+    try:
+        input_shape = tuple(int(d) for d in input_shape)
+    except TypeError:
+        raise ValueError(
+            f"input_shape must be a tuple of ints such as (28, 28, 1); got {input_shape!r}."
+        ) from None
+    if not input_shape or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be non-empty with positive sizes; got {input_shape}.")
+    root = jax.random.key(seed) if key is None else key
+    init_key, dropout_key, run_key = jax.random.split(root, 3)
+    x = jnp.zeros((1, *input_shape), jnp.float32)
+
+    def init(k_params, k_dropout):
+        return model.init({"params": k_params, "dropout": k_dropout}, x, train=False)
+
+    try:
+        # Shape first: a wrong input shape fails here, cheaply, before any compilation.
+        abstract = jax.eval_shape(init, init_key, dropout_key)
+        out = jax.eval_shape(lambda v: model.apply(v, x, train=False), abstract)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"Could not build {type(model).__name__} for inputs of shape {input_shape}: {e}"
+        ) from e
+    variables = jax.jit(init)(init_key, dropout_key)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=run_key,
+        input_shape=input_shape,
+        num_classes=int(out.shape[-1]),
+    )
+
+
+def _unpack(state: TrainState, batch: Batch):
+    """Check a batch's structure and static shapes at trace time; return (x, y, mask)."""
+    if not isinstance(batch, Mapping) or "x" not in batch or "y" not in batch:
+        got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+        raise ValueError(f'A batch must be a dict with keys "x", "y" (and "mask"); got {got}.')
+    x, y = batch["x"], batch["y"]
+    if state.input_shape and tuple(x.shape[1:]) != state.input_shape:
+        raise ValueError(
+            f"Batch x has shape {tuple(x.shape)}, i.e. examples of shape {tuple(x.shape[1:])}, "
+            f"but the model was built for examples of shape {state.input_shape}."
+        )
+    if y.shape[:1] != x.shape[:1]:
+        raise ValueError(f"Batch x has {x.shape[0]} examples but y has shape {tuple(y.shape)}.")
+    mask = batch.get("mask")
+    if mask is None:
+        mask = jnp.ones((x.shape[0],), jnp.float32)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float32)
+    return x, y, mask
+
+
+def _apply(model, params, batch_stats, x, *, train: bool, rngs=None):
+    """model.apply that returns (outputs, new batch_stats) whether or not BN is present."""
+    variables = {"params": params}
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+        if train:
+            out, mutated = model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+            return out, mutated["batch_stats"]
+    return model.apply(variables, x, train=train, rngs=rngs), batch_stats
+
+
+def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        get_loss(loss)  # raises the standard unknown-name error
+
+
+def make_train_step(
+    model: nn.Module, tx: optax.GradientTransformation, *, loss: str = "cross_entropy",
+    label_smoothing: float = 0.0, augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """Build the pure train step `(state, batch) -> (state, metrics)`.
+
+    The step is not compiled here: `fit` compiles it once with donation, and `dl.parallel`
+    can compile the same function for many devices. Jitting it yourself is fine too.
+
+    Args:
+      model: the Linen module.
+      tx: the optax transformation the state was created with.
+      loss: "cross_entropy" (integer labels), "mse" or "binary_cross_entropy".
+      label_smoothing: for cross-entropy only.
+      augment: optional pure `(key, x) -> x` applied to the batch inside the step
+        (e.g. `dl.data.random_shift`).
+
+    Returns:
+      train_step(state, batch) with batch {"x", "y", "mask"?}; the loss is the mean over
+      examples with mask 1; metrics are sums (`loss_sum`, `correct`, `count`).
+    """
+    _check_loss(loss)
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing!r}.")
+    if label_smoothing and loss != "cross_entropy":
+        raise ValueError(f"label_smoothing applies to cross_entropy only; loss is {loss!r}.")
+    base_loss = get_loss(loss)
+
+    def per_example(logits, y):
+        if loss == "cross_entropy":
+            return base_loss(logits, y, label_smoothing)
+        return base_loss(logits, y)
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        x, y, mask = _unpack(state, batch)
+        aug_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        if augment is not None:
+            x = augment(aug_key, x)
+
+        def objective(params):
+            logits, new_stats = _apply(
+                model, params, state.batch_stats, x, train=True, rngs={"dropout": dropout_key}
+            )
+            per_ex = per_example(logits, y)
+            return _masked_mean(per_ex, mask), (logits, per_ex, new_stats)
+
+        grads, (logits, per_ex, new_stats) = jax.grad(objective, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=new_stats,
+            opt_state=opt_state,
+        )
+        return new_state, metrics_lib.loss_and_accuracy(logits, y, per_ex, mask, loss=loss)
+
+    return train_step
+
+
+def make_eval_step(
+    model: nn.Module, *, loss: str = "cross_entropy"
+) -> Callable[[TrainState, Batch], Metrics]:
+    """Build the pure eval step `(state, batch) -> metrics` (inference mode, summed metrics)."""
+    _check_loss(loss)
+    base_loss = get_loss(loss)
+
+    def eval_step(state: TrainState, batch: Batch) -> Metrics:
+        x, y, mask = _unpack(state, batch)
+        logits, _ = _apply(model, state.params, state.batch_stats, x, train=False)
+        return metrics_lib.loss_and_accuracy(logits, y, base_loss(logits, y), mask, loss=loss)
+
+    return eval_step
+
+
+def predict(model: nn.Module, state: TrainState, x, *, batch_size: int = 512) -> np.ndarray:
+    """Model outputs (logits) for inputs `x`, in inference mode, as a numpy array."""
+    x, _ = check_arrays(x, np.zeros(len(x), np.int32), input_shape=state.input_shape, name="x")
+    fn = jax.jit(lambda s, xb: _apply(model, s.params, s.batch_stats, xb, train=False)[0])
+    out = [fn(state, b["x"]) for b in batches(x, np.zeros(len(x), np.int32), batch_size,
+                                               shuffle=False, remainder="pad")]
+    return np.concatenate([np.asarray(o) for o in out])[: len(x)]
+
+
+def evaluate(eval_step, state: TrainState, x, y, *, batch_size: int = 512) -> dict[str, float]:
+    """Run a (compiled or pure) eval step over a whole dataset; return mean metrics.
+
+    The last partial batch is padded and masked, so every example counts exactly once.
+    """
+    sums = None
+    for batch in batches(x, y, batch_size, shuffle=False, remainder="pad"):
+        m = eval_step(state, batch)
+        sums = m if sums is None else metrics_lib.add(sums, m)
+    return metrics_lib.summarize(sums)
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """Stop when a monitored eval metric has not improved for `patience` evaluations.
+
+    Attributes:
+      monitor: a history key "<eval set>/<metric>", e.g. "val/accuracy" or "val/loss".
+      mode: "max" or "min"; None picks "min" for losses and "max" otherwise.
+      patience: evaluations without improvement before stopping (>= 1).
+      min_delta: smallest change that counts as an improvement.
+      restore_best: return the state of the best evaluation rather than the last.
+    """
+
+    monitor: str = "val/accuracy"
+    mode: str | None = None
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+    def __post_init__(self):
+        if "/" not in self.monitor:
+            raise ValueError(
+                f'monitor must look like "<eval set>/<metric>", e.g. "val/accuracy"; '
+                f"got {self.monitor!r}."
+            )
+        if self.mode not in (None, "min", "max"):
+            raise ValueError(f"mode must be 'min', 'max' or None; got {self.mode!r}.")
+        check_positive_int("patience", self.patience)
+        if self.min_delta < 0:
+            raise ValueError(f"min_delta must be >= 0; got {self.min_delta!r}.")
+
+    @property
+    def direction(self) -> str:
+        return self.mode or ("min" if self.monitor.endswith("loss") else "max")
+
+    def improved(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        if self.direction == "max":
+            return value > best + self.min_delta
+        return value < best - self.min_delta
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` returns.
+
+    Attributes:
+      state: the final state (the best one when early stopping restores it).
+      history: one dict per epoch: "epoch", "step", "train/loss", "train/accuracy",
+        "<eval set>/<metric>" when evaluated, "epoch_time_s", "time_s".
+      best_epoch: epoch of the best monitored value (None without early stopping).
+      best_value: that value.
+      stopped_early: whether early stopping ended the run.
+      train_time_s: wall time of the whole fit, compilation and evaluation included.
+      compile_time_s: time spent compiling the train step.
+    """
+
+    state: TrainState
+    history: list[dict[str, float]]
+    best_epoch: int | None
+    best_value: float | None
+    stopped_early: bool
+    train_time_s: float
+    compile_time_s: float
+
+
+def _copy_tree(tree):
+    return jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, tree)
+
+
+def fit(
+    state: TrainState,
+    train_step: Callable,
+    eval_step: Callable,
+    train_data: tuple[Any, Any],
+    *,
+    epochs: int,
+    batch_size: int,
+    eval_data: Mapping[str, tuple[Any, Any]] | None = None,
+    eval_every: int = 1,
+    eval_batch_size: int = 512,
+    early_stopping: EarlyStopping | None = None,
+    seed: int = 0,
+    metrics_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    check_labels: bool = True,
+) -> FitResult:
+    """Train `state` for `epochs` passes over `train_data`.
+
+    The data are checked once on the host (shapes, finiteness, label range) and then kept
+    on the device. Each epoch is shuffled from (seed, epoch); its last partial batch is
+    dropped (a different few examples each epoch) so every step has one shape and the
+    step is compiled exactly once. Metrics stay on the device until the end of the epoch.
+
+    Args:
+      state: from `create_state`; it is copied, so the caller's state stays valid even
+        though the compiled step donates its input buffers.
+      train_step, eval_step: pure steps from `make_train_step` / `make_eval_step` (or
+        your own with the same signatures).
+      train_data: (x, y) arrays.
+      epochs: passes over the training data.
+      batch_size: examples per step.
+      eval_data: named (x, y) sets evaluated every `eval_every` epochs and after the last,
+        e.g. {"val": ..., "test": ...}; they appear in the history as "val/accuracy".
+      eval_every: epochs between evaluations.
+      eval_batch_size: batch size of evaluation.
+      early_stopping: an `EarlyStopping`, monitoring one of the eval sets.
+      seed: seed of the data order.
+      metrics_path: if given, one JSON line per epoch is appended to this file.
+      progress: show a tqdm progress bar (to stderr).
+      check_labels: check labels are integers in [0, num_classes) (classification).
+
+    Returns:
+      A `FitResult`.
+
+    Raises:
+      ValueError: bad arguments or data, with what was received.
+      FloatingPointError: the training loss became NaN or Inf.
+    """
+    from tqdm.auto import tqdm
+
+    epochs = check_positive_int("epochs", epochs)
+    batch_size = check_positive_int("batch_size", batch_size)
+    eval_every = check_positive_int("eval_every", eval_every)
+    eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
+    ncls = state.num_classes if check_labels else None
+    x, y = check_arrays(*train_data, input_shape=state.input_shape, num_classes=ncls, name="train")
+    evals = {
+        name: check_arrays(*xy, input_shape=state.input_shape, num_classes=ncls, name=name)
+        for name, xy in (eval_data or {}).items()
+    }
+    if early_stopping is not None:
+        set_name = early_stopping.monitor.split("/", 1)[0]
+        if set_name not in evals:
+            raise ValueError(
+                f"early_stopping monitors {early_stopping.monitor!r} but eval_data has no "
+                f"{set_name!r} set (it has {sorted(evals) or 'none'}). Pass "
+                f'eval_data={{"{set_name}": (x_val, y_val)}}; hold the validation set out '
+                "of the training data (dl.data.validation_split)."
+            )
+    if batch_size > len(x):
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {len(x)} training examples; "
+            f"use batch_size <= {len(x)}."
+        )
+
+    start = time.perf_counter()
+    x_dev, y_dev = jax.device_put(x), jax.device_put(y)
+    evals_dev = {k: (jax.device_put(a), jax.device_put(b)) for k, (a, b) in evals.items()}
+    steps_per_epoch = num_batches(len(x), batch_size, "drop")
+
+    state = _copy_tree(state)
+    first = next(batches(x_dev, y_dev, batch_size, seed=seed, epoch=0))
+    t0 = time.perf_counter()
+    step_fn = jax.jit(train_step, donate_argnums=0).lower(state, first).compile()
+    compile_time = time.perf_counter() - t0
+    eval_fn = jax.jit(eval_step)
+
+    history: list[dict[str, float]] = []
+    best_value, best_epoch, best_state, stopped = None, None, None, False
+    log = open(metrics_path, "a") if metrics_path is not None else None  # noqa: SIM115
+    bar = tqdm(total=epochs, unit="epoch", disable=not progress, dynamic_ncols=True)
+    try:
+        for epoch in range(1, epochs + 1):
+            t_epoch = time.perf_counter()
+            sums = None
+            for batch in batches(x_dev, y_dev, batch_size, seed=seed, epoch=epoch - 1):
+                state, m = step_fn(state, batch)
+                sums = m if sums is None else metrics_lib.add(sums, m)
+            record: dict[str, float] = {"epoch": epoch, "step": int(state.step)}
+            record.update({f"train/{k}": v for k, v in metrics_lib.summarize(sums).items()})
+            if not math.isfinite(record["train/loss"]):
+                raise FloatingPointError(
+                    f"The training loss became {record['train/loss']} in epoch {epoch} "
+                    f"(steps {int(state.step) - steps_per_epoch + 1}-{int(state.step)}). "
+                    "Lower the learning rate, add clip_norm, or check the inputs."
+                )
+            if epoch % eval_every == 0 or epoch == epochs:
+                for name, (ex, ey) in evals_dev.items():
+                    res = evaluate(eval_fn, state, ex, ey, batch_size=eval_batch_size)
+                    record.update({f"{name}/{k}": v for k, v in res.items()})
+                if early_stopping is not None and early_stopping.monitor not in record:
+                    available = sorted(k for k in record if "/" in k)
+                    raise ValueError(
+                        f"early_stopping monitors {early_stopping.monitor!r}, which is not "
+                        f"measured. Available: {available}."
+                    )
+            record["epoch_time_s"] = time.perf_counter() - t_epoch
+            record["time_s"] = time.perf_counter() - start
+            history.append(record)
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            bar.update(1)
+            bar.set_postfix(
+                {k: f"{v:.4f}" for k, v in record.items() if k.endswith(("loss", "accuracy"))}
+            )
+            if early_stopping is not None and early_stopping.monitor in record:
+                value = record[early_stopping.monitor]
+                if early_stopping.improved(value, best_value):
+                    best_value, best_epoch = value, epoch
+                    if early_stopping.restore_best:
+                        best_state = _copy_tree(state)
+                elif epoch - best_epoch >= early_stopping.patience * eval_every:
+                    stopped = True
+                    break
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    if best_state is not None:
+        state = best_state
+    return FitResult(
+        state=state,
+        history=history,
+        best_epoch=best_epoch,
+        best_value=best_value,
+        stopped_early=stopped,
+        train_time_s=time.perf_counter() - start,
+        compile_time_s=compile_time,
+    )
