@@ -106,10 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-fraction", type=float, help="hold out this share for validation")
     t.add_argument("--patience", type=int, help="early stopping on val/accuracy")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
-                   help="model field, repeatable: --model-arg widths=(128,) --model-arg dropout=0.1")
-    t.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE",
-                   help="dataset option, repeatable: --dataset-arg num_samples=10000")
+    t.add_argument(
+        "--model-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model field, repeatable: --model-arg widths=(128,) --model-arg dropout=0.1",
+    )
+    t.add_argument(
+        "--dataset-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="dataset option, repeatable: --dataset-arg num_samples=10000",
+    )
     t.add_argument("--out", help="output folder (default runs/train/<model>-<dataset>-...)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(fn=_cmd_train)

@@ -13,8 +13,12 @@ import jax.numpy as jnp
 
 
 def loss_and_accuracy(
-    logits: jax.Array, labels: jax.Array, per_example_loss: jax.Array, mask: jax.Array,
-    *, loss: str = "cross_entropy",
+    logits: jax.Array,
+    labels: jax.Array,
+    per_example_loss: jax.Array,
+    mask: jax.Array,
+    *,
+    loss: str = "cross_entropy",
 ) -> dict[str, jax.Array]:
     """Sums for one batch; examples with mask 0 (padding) count nowhere.
 
@@ -37,7 +41,9 @@ def loss_and_accuracy(
         hit = jnp.argmax(logits, axis=-1) == labels
         out["correct"] = jnp.sum(hit & (mask > 0)).astype(jnp.int32)
     elif loss == "binary_cross_entropy":
-        hit = (logits > 0).reshape(logits.shape[0], -1) == (labels.reshape(labels.shape[0], -1) > 0.5)
+        hit = (logits > 0).reshape(logits.shape[0], -1) == (
+            labels.reshape(labels.shape[0], -1) > 0.5
+        )
         out["correct"] = jnp.sum(hit.all(axis=1) & (mask > 0)).astype(jnp.int32)
     return out
 

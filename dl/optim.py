@@ -77,7 +77,10 @@ def make_schedule(config: OptimizerConfig, total_steps: int | None) -> optax.Sch
             f"schedule {config.schedule!r} needs total_steps >= 1; got {total_steps!r}."
         )
     if config.schedule == "step":
-        bounds = {int(total_steps * 0.5): config.step_decay, int(total_steps * 0.75): config.step_decay}
+        bounds = {
+            int(total_steps * 0.5): config.step_decay,
+            int(total_steps * 0.75): config.step_decay,
+        }
         return optax.piecewise_constant_schedule(lr, bounds)
     if config.schedule == "cosine":
         return optax.cosine_decay_schedule(lr, decay_steps=total_steps)
@@ -112,7 +115,9 @@ def make_optimizer(
         fields = {f.name for f in dataclasses.fields(OptimizerConfig)} - {"name"}
         unknown = set(kwargs) - fields
         if unknown:
-            raise ValueError(f"Unknown optimizer option(s) {sorted(unknown)}. Valid: {sorted(fields)}.")
+            raise ValueError(
+                f"Unknown optimizer option(s) {sorted(unknown)}. Valid: {sorted(fields)}."
+            )
         config = OptimizerConfig(name=config, **kwargs)
     elif kwargs:
         config = dataclasses.replace(config, **kwargs)

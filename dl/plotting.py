@@ -24,8 +24,11 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
         ax = fig.add_subplot(1, 2, i + 1)
         for key in (k for k in keys if k.endswith("/" + metric)):
             pts = [(h["epoch"], h[key]) for h in history if key in h]
-            ax.plot(*zip(*pts, strict=True), marker="." if len(pts) < 30 else None,
-                    label=key.split("/")[0])
+            ax.plot(
+                *zip(*pts, strict=True),
+                marker="." if len(pts) < 30 else None,
+                label=key.split("/")[0],
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         if metric == "loss":

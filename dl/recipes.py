@@ -23,7 +23,11 @@ from dl._errors import check_fraction, check_positive_int, unknown_name
 # Defaults per model, then per (model, dataset). Found by short calibration runs on 2 CPU
 # cores (see README "Measured"); every value can be overridden from the CLI.
 _BASE: dict[str, Any] = dict(
-    epochs=20, batch_size=64, optimizer="adam", learning_rate=1e-3, schedule="warmup_cosine",
+    epochs=20,
+    batch_size=64,
+    optimizer="adam",
+    learning_rate=1e-3,
+    schedule="warmup_cosine",
     augment="none",
 )
 _BY_MODEL: dict[str, dict[str, Any]] = {
@@ -36,7 +40,9 @@ _BY_MODEL: dict[str, dict[str, Any]] = {
 _BY_MODEL_DATASET: dict[tuple[str, str], dict[str, Any]] = {
     # The 1-D CNN follows the mnist1d reference model: three conv layers, linear head.
     ("cnn", "mnist1d"): dict(
-        epochs=60, batch_size=100, learning_rate=3e-3,
+        epochs=60,
+        batch_size=100,
+        learning_rate=3e-3,
         model_kwargs={"channels": (32, 32, 32), "kernel_size": 5, "dense": ()},
     ),
     ("mlp", "mnist1d"): dict(epochs=60, batch_size=100),
@@ -109,8 +115,11 @@ class TrainConfig:
 
     def optimizer_kwargs(self) -> dict[str, Any]:
         return dict(
-            name=self.optimizer, learning_rate=self.learning_rate, schedule=self.schedule,
-            weight_decay=self.weight_decay, clip_norm=self.clip_norm,
+            name=self.optimizer,
+            learning_rate=self.learning_rate,
+            schedule=self.schedule,
+            weight_decay=self.weight_decay,
+            clip_norm=self.clip_norm,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,14 +216,17 @@ def train_and_evaluate(
     state = train.create_state(model, tx, ds.input_shape, seed=config.seed)
     early = (
         train.EarlyStopping("val/accuracy", patience=config.patience)
-        if config.patience is not None else None
+        if config.patience is not None
+        else None
     )
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     result = train.fit(
         state,
         train.make_train_step(
-            model, tx, label_smoothing=config.label_smoothing,
+            model,
+            tx,
+            label_smoothing=config.label_smoothing,
             augment=data.AUGMENTATIONS[config.augment],
         ),
         train.make_eval_step(model),
@@ -240,8 +252,12 @@ def train_and_evaluate(
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
         "num_params": int(sum(p.size for p in jax.tree.leaves(result.state.params))),
-        "dataset": {"name": ds.name, "train": len(x_train), "test": len(ds.x_test),
-                    "val": len(eval_data["val"][0]) if "val" in eval_data else 0},
+        "dataset": {
+            "name": ds.name,
+            "train": len(x_train),
+            "test": len(ds.x_test),
+            "val": len(eval_data["val"][0]) if "val" in eval_data else 0,
+        },
         "config": config.to_dict(),
         "env": environment(),
         "history": result.history,

@@ -64,7 +64,11 @@ class TrainState:
 
 
 def create_state(
-    model: nn.Module, tx: optax.GradientTransformation, input_shape, *, seed: int = 0,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    input_shape,
+    *,
+    seed: int = 0,
     key: jax.Array | None = None,
 ) -> TrainState:
     """Initialise parameters, batch statistics and optimizer state.
@@ -157,8 +161,12 @@ def _check_loss(loss: str) -> None:
 
 
 def make_train_step(
-    model: nn.Module, tx: optax.GradientTransformation, *, loss: str = "cross_entropy",
-    label_smoothing: float = 0.0, augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    *,
+    loss: str = "cross_entropy",
+    label_smoothing: float = 0.0,
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Build the pure train step `(state, batch) -> (state, metrics)`.
 
@@ -234,8 +242,10 @@ def predict(model: nn.Module, state: TrainState, x, *, batch_size: int = 512) ->
     """Model outputs (logits) for inputs `x`, in inference mode, as a numpy array."""
     x, _ = check_arrays(x, np.zeros(len(x), np.int32), input_shape=state.input_shape, name="x")
     fn = jax.jit(lambda s, xb: _apply(model, s.params, s.batch_stats, xb, train=False)[0])
-    out = [fn(state, b["x"]) for b in batches(x, np.zeros(len(x), np.int32), batch_size,
-                                               shuffle=False, remainder="pad")]
+    out = [
+        fn(state, b["x"])
+        for b in batches(x, np.zeros(len(x), np.int32), batch_size, shuffle=False, remainder="pad")
+    ]
     return np.concatenate([np.asarray(o) for o in out])[: len(x)]
 
 

@@ -29,7 +29,12 @@ def num_batches(n: int, batch_size: int, remainder: Remainder = "drop") -> int:
 
 
 def epoch_indices(
-    n: int, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
+    n: int,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
     remainder: Remainder = "drop",
 ) -> tuple[jax.Array, jax.Array]:
     """Example indices and weights of one epoch, shaped (num_batches, batch_size).
@@ -64,7 +69,13 @@ def _gather(x, y, idx, mask):
 
 
 def batches(
-    x, y, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
+    x,
+    y,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
     remainder: Remainder = "drop",
 ) -> Iterator[dict[str, jax.Array]]:
     """Iterate over one epoch of batches {"x", "y", "mask"} gathered on the device.

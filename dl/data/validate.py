@@ -6,7 +6,11 @@ import numpy as np
 
 
 def check_arrays(
-    x, y, *, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+    x,
+    y,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
     name: str = "data",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check a labelled array pair and return it as numpy arrays.
@@ -59,7 +63,11 @@ def check_arrays(
             f"{first}). Clean or impute the inputs before training."
         )
     if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        if (
+            np.issubdtype(y.dtype, np.floating)
+            and np.all(np.isfinite(y))
+            and np.all(y == np.round(y))
+        ):
             y = y.astype(np.int32)
         else:
             raise ValueError(f"{name}: y must hold integer class labels; got dtype {y.dtype}.")

@@ -79,8 +79,12 @@ class CNN(nn.Module):
             for j in range(self.convs_per_block):
                 stride = (self.strides if j == 0 else 1,) * nd
                 x = nn.Conv(
-                    ch, (self.kernel_size,) * nd, strides=stride, padding="SAME",
-                    use_bias=not self.batch_norm, name=f"conv{b}_{j}",
+                    ch,
+                    (self.kernel_size,) * nd,
+                    strides=stride,
+                    padding="SAME",
+                    use_bias=not self.batch_norm,
+                    name=f"conv{b}_{j}",
                 )(x)
                 if self.batch_norm:
                     x = batch_norm(train)(x)

@@ -1,0 +1,96 @@
+import chex
+import jax
+import jax.numpy as jnp
+import pytest
+
+from dl.models import MODELS, get_model
+
+# (name, kwargs, input shape): every model on the input kinds it supports.
+CASES = [
+    ("linear", {}, (8, 8, 1)),
+    ("linear", {}, (40, 1)),
+    ("mlp", {"widths": (16, 8)}, (28, 28, 1)),
+    ("mlp", {"widths": (16,), "dropout": 0.5, "batch_norm": True}, (40, 1)),
+    ("lenet5", {}, (28, 28, 1)),
+    ("lenet5", {"activation": "tanh", "pool": "avg"}, (32, 32, 1)),
+    ("cnn", {"channels": (4, 8)}, (28, 28, 1)),
+    (
+        "cnn",
+        {"channels": (4, 8), "batch_norm": True, "convs_per_block": 2, "dropout": 0.1},
+        (8, 8, 1),
+    ),
+    ("cnn", {"channels": (4, 4, 4), "kernel_size": 5, "dense": ()}, (40, 1)),
+    ("cnn", {"channels": (4,), "global_pool": True, "pool": "avg"}, (32, 32, 3)),
+    ("resnet", {"blocks_per_stage": (1, 1, 1), "width": 4}, (28, 28, 1)),
+    ("resnet", {"blocks_per_stage": (1, 1), "width": 4}, (40, 1)),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, shape", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
+def test_output_shapes_and_collections(name, kwargs, shape):
+    model = get_model(name, 7, **kwargs)
+    x = jnp.ones((3, *shape))
+    variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
+    out = model.apply(variables, x, train=False)
+    chex.assert_shape(out, (3, 7))
+    chex.assert_tree_all_finite(out)
+    has_bn = name == "resnet" or kwargs.get("batch_norm", False)
+    assert ("batch_stats" in variables) == has_bn
+    if has_bn:
+        out_t, mutated = model.apply(
+            variables, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"]
+        )
+        chex.assert_shape(out_t, (3, 7))
+        # the running statistics are returned updated, not mutated in place
+        assert jax.tree.structure(mutated["batch_stats"]) == jax.tree.structure(
+            variables["batch_stats"]
+        )
+        changed = jax.tree.leaves(
+            jax.tree.map(
+                lambda a, b: bool(jnp.any(a != b)), mutated["batch_stats"], variables["batch_stats"]
+            )
+        )
+        assert any(changed)
+
+
+def test_every_registered_model_is_covered():
+    assert {c[0] for c in CASES} == set(MODELS)
+
+
+def test_dropout_active_only_in_training():
+    model = get_model("mlp", 4, widths=(64,), dropout=0.5)
+    x = jnp.ones((2, 10))
+    v = model.init(jax.random.key(0), x)
+    a = model.apply(v, x, train=False)
+    b = model.apply(v, x, train=False)
+    c = model.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)})
+    chex.assert_trees_all_equal(a, b)
+    assert not jnp.allclose(a, c)
+
+
+def test_linear_model_is_one_dense_layer():
+    v = get_model("linear", 10).init(jax.random.key(0), jnp.ones((1, 40, 1)))
+    assert list(v["params"]) == ["head"]
+    chex.assert_shape(v["params"]["head"]["kernel"], (40, 10))
+
+
+def test_unknown_model_and_bad_options():
+    with pytest.raises(ValueError, match=r"Unknown model 'cnnn'.*Did you mean 'cnn'"):
+        get_model("cnnn", 10)
+    with pytest.raises(ValueError, match=r"Unknown option\(s\) \['depth'\] for model 'mlp'"):
+        get_model("mlp", 10, depth=3)
+    with pytest.raises(ValueError, match="Unknown activation 'relu6'"):
+        get_model("mlp", 10, activation="relu6")
+    with pytest.raises(ValueError, match="num_classes must be a positive integer; got 0"):
+        get_model("mlp", 0)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        get_model("mlp", 10, dropout=1.5)
+
+
+def test_input_shape_errors_are_clear():
+    with pytest.raises(
+        ValueError, match=r"lenet5 needs images .* H, W >= 16; got shape \(1, 8, 8, 1\)"
+    ):
+        get_model("lenet5", 10).init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
+    with pytest.raises(ValueError, match=r"channels last; got shape \(1, 784\).*x\[\.\.\., None\]"):
+        get_model("cnn", 10).init(jax.random.key(0), jnp.ones((1, 784)))

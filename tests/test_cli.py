@@ -1,0 +1,118 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from dl.cli import main
+
+
+def test_train_end_to_end_console_script(tmp_path):
+    exe = shutil.which("dl") or f"{sys.executable} -m dl.cli"
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            *exe.split(),
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "3",
+            "--lr",
+            "0.003",
+            "--batch-size",
+            "32",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy:" in proc.stdout
+    res = json.loads((out / "results.json").read_text())
+    for key in ("test_accuracy", "train_time_s", "epochs", "config", "env"):
+        assert key in res
+    assert res["epochs"] == 3 and res["config"]["learning_rate"] == 0.003
+    assert res["config"]["batch_size"] == 32 and res["config"]["seed"] == 1
+    assert res["env"]["jax"] and res["env"]["devices"]
+    assert 0.8 < res["test_accuracy"] <= 1.0
+    assert f"{res['test_accuracy']:.4f}" in proc.stdout
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[-1])["epoch"] == 3
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_val_split_early_stopping_and_model_args(tmp_path, capsys):
+    rc = main(
+        [
+            "train",
+            "--model",
+            "cnn",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "30",
+            "--val-fraction",
+            "0.2",
+            "--patience",
+            "2",
+            "--model-arg",
+            "channels=(4,)",
+            "--model-arg",
+            "dense=()",
+            "--model-arg",
+            "activation=tanh",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["dataset"]["val"] > 0 and res["dataset"]["train"] + res["dataset"]["val"] == 1437
+    assert res["config"]["model_kwargs"] == {"channels": [4], "dense": [], "activation": "tanh"}
+    assert "val/accuracy" in res["history"][0]
+    if res["stopped_early"]:
+        assert res["epochs"] < 30
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--model", "transformerz"], r"Unknown model 'transformerz'. Valid choices: cnn, lenet5"),
+        (["--dataset", "cifar"], r"Unknown dataset 'cifar'. Valid choices: digits, mnist1d"),
+        (["--lr", "-0.1"], "learning_rate must be a positive finite number; got -0.1"),
+        (["--batch-size", "0"], "batch_size must be a positive integer; got 0"),
+        (["--epochs", "-1"], "epochs must be a positive integer; got -1"),
+        (["--optimizer", "adamax"], "Unknown optimizer 'adamax'"),
+        (["--patience", "3"], "needs a validation set"),
+        (["--model-arg", "widths"], "expects KEY=VALUE"),
+        (["--model", "mlp", "--model-arg", "depth=3"], r"Unknown option\(s\) \['depth'\]"),
+        (["--augment", "mixup"], "Unknown augmentation 'mixup'"),
+        (["--dataset", "digits", "--model", "lenet5", "--epochs", "1"], "lenet5 needs images"),
+    ],
+)
+def test_bad_arguments_exit_2_with_clear_message(argv, match, capsys, tmp_path):
+    rc = main(["train", *argv, "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert pytest.importorskip("re").search(match, err), err
+
+
+def test_listings(capsys):
+    from dl.data import DATASETS
+    from dl.models import MODELS
+
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == list(DATASETS)
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == list(MODELS)

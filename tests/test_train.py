@@ -1,0 +1,230 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dl import data, models, optim, train
+
+
+def _setup(name="mlp", seed=0, **kw):
+    ds = data.load("digits")
+    kw = kw or ({"widths": (32,)} if name == "mlp" else {})
+    model = models.get_model(name, ds.num_classes, **kw)
+    tx = optim.make_optimizer("adam", learning_rate=3e-3)
+    state = train.create_state(model, tx, ds.input_shape, seed=seed)
+    return ds, model, tx, state
+
+
+def _fit(ds, model, tx, state, **kw):
+    kw = {"epochs": 3, "batch_size": 64, "progress": False, **kw}
+    return train.fit(
+        state, train.make_train_step(model, tx), train.make_eval_step(model), ds.train, **kw
+    )
+
+
+def test_state_is_a_pytree_with_metadata():
+    ds, model, tx, state = _setup()
+    assert state.input_shape == (8, 8, 1) and state.num_classes == 10
+    assert int(state.step) == 0 and state.batch_stats == {}
+    leaves = jax.tree.leaves(state)
+    assert all(isinstance(leaf, jax.Array) for leaf in leaves)
+
+
+def test_loss_decreases_and_model_learns():
+    ds, model, tx, state = _setup()
+    res = _fit(ds, model, tx, state, epochs=8, eval_data={"test": ds.test})
+    losses = [h["train/loss"] for h in res.history]
+    assert losses[-1] < 0.5 * losses[0]
+    assert res.history[-1]["test/accuracy"] > 0.9
+    assert res.history[-1]["step"] == 8 * (len(ds.x_train) // 64)
+    assert res.history[-1]["test/count"] == len(ds.x_test)  # padded eval batch masked
+
+
+def test_same_seed_bitwise_identical_and_other_seed_differs():
+    runs = []
+    for seed in (0, 0, 1):
+        ds, model, tx, state = _setup(
+            "cnn", seed=seed, channels=(4,), dense=(16,), dropout=0.2, batch_norm=True
+        )
+        runs.append(_fit(ds, model, tx, state, epochs=2, seed=seed).state)
+    chex.assert_trees_all_equal(runs[0].params, runs[1].params)
+    chex.assert_trees_all_equal(runs[0].batch_stats, runs[1].batch_stats)
+    assert not np.array_equal(runs[0].params["head"]["kernel"], runs[2].params["head"]["kernel"])
+
+
+def test_jit_and_eager_steps_agree():
+    ds, model, tx, state = _setup("cnn", channels=(4,), dense=(16,), dropout=0.3, batch_norm=True)
+    step = train.make_train_step(model, tx, augment=data.random_shift)
+    batch = next(data.batches(*ds.train, 32, seed=0))
+    s_eager, s_jit = state, state
+    for _ in range(3):
+        s_eager, m_eager = step(s_eager, batch)
+        s_jit, m_jit = jax.jit(step)(s_jit, batch)
+    chex.assert_trees_all_close(s_eager.params, s_jit.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(s_eager.batch_stats, s_jit.batch_stats, rtol=1e-5, atol=1e-6)
+    assert int(m_eager["count"]) == int(m_jit["count"]) == 32
+
+
+def test_batch_stats_are_returned_and_used_in_eval():
+    ds, model, tx, state = _setup("cnn", channels=(4,), dense=(), batch_norm=True)
+    res = _fit(ds, model, tx, state, epochs=1)
+    before = jax.tree.leaves(state.batch_stats)
+    after = jax.tree.leaves(res.state.batch_stats)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_masked_examples_do_not_affect_the_update():
+    ds, model, tx, state = _setup()
+    step = jax.jit(train.make_train_step(model, tx))
+    x, y = jnp.asarray(ds.x_train[:8]), jnp.asarray(ds.y_train[:8])
+    mask = jnp.array([1, 1, 1, 1, 0, 0, 0, 0], jnp.float32)
+    garbage = x.at[4:].set(5.0)
+    a, _ = step(state, {"x": x, "y": y, "mask": mask})
+    b, _ = step(state, {"x": garbage, "y": y, "mask": mask})
+    c, _ = step(state, {"x": x[:4], "y": y[:4]})
+    chex.assert_trees_all_close(a.params, b.params, atol=1e-7)
+    chex.assert_trees_all_close(a.params, c.params, atol=1e-7)
+
+
+def test_fit_leaves_callers_state_usable():
+    ds, model, tx, state = _setup()
+    _fit(ds, model, tx, state, epochs=1)
+    assert int(state.step) == 0  # donation consumed a copy, not the caller's buffers
+    _fit(ds, model, tx, state, epochs=1)
+
+
+def test_early_stopping_stops_and_restores_best():
+    ds, model, tx, state = _setup()
+    (xt, yt), val = data.validation_split(*ds.train, 0.2, seed=0)
+    # a large constant learning rate makes val loss bounce; patience 1 stops early
+    tx = optim.make_optimizer("sgd", learning_rate=2.0)
+    state = train.create_state(model, tx, ds.input_shape, seed=0)
+    es = train.EarlyStopping("val/loss", patience=1)
+    res = train.fit(
+        state,
+        train.make_train_step(model, tx),
+        train.make_eval_step(model),
+        (xt, yt),
+        eval_data={"val": val},
+        epochs=40,
+        batch_size=64,
+        early_stopping=es,
+        progress=False,
+    )
+    vals = [h["val/loss"] for h in res.history]
+    assert res.stopped_early and len(vals) < 40
+    assert res.best_epoch == int(np.argmin(vals)) + 1 and res.best_value == min(vals)
+    assert len(vals) == res.best_epoch + 1  # stopped right after the first non-improvement
+    restored = train.evaluate(jax.jit(train.make_eval_step(model)), res.state, *val)
+    assert restored["loss"] == pytest.approx(min(vals), rel=1e-5)
+
+
+def test_early_stopping_needs_its_eval_set():
+    ds, model, tx, state = _setup()
+    with pytest.raises(ValueError, match=r"monitors 'val/accuracy' but eval_data has no 'val'"):
+        _fit(
+            ds,
+            model,
+            tx,
+            state,
+            eval_data={"test": ds.test},
+            early_stopping=train.EarlyStopping("val/accuracy"),
+        )
+    with pytest.raises(ValueError, match="not measured"):
+        _fit(
+            ds,
+            model,
+            tx,
+            state,
+            eval_data={"val": ds.test},
+            early_stopping=train.EarlyStopping("val/f1"),
+        )
+    with pytest.raises(ValueError, match="monitor must look like"):
+        train.EarlyStopping("accuracy")
+
+
+def test_metrics_jsonl(tmp_path):
+    import json
+
+    ds, model, tx, state = _setup()
+    path = tmp_path / "m.jsonl"
+    _fit(ds, model, tx, state, epochs=2, eval_data={"test": ds.test}, metrics_path=path)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2] and "test/accuracy" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda x, y: (x.reshape(len(x), -1), y), r"per-example shape \(64,\).*\(8, 8, 1\)"),
+        (lambda x, y: (x, y + 5), r"labels must lie in \[0, 10\).*got labels in \[5, 14\]"),
+        (
+            lambda x, y: (np.where(np.arange(len(x))[:, None, None, None] == 3, np.nan, x), y),
+            "NaN or Inf values .*first in example 3",
+        ),
+        (lambda x, y: (x[:0], y[:0]), "empty"),
+    ],
+)
+def test_fit_rejects_bad_data(mutate, match):
+    ds, model, tx, state = _setup()
+    with pytest.raises(ValueError, match=match):
+        train.fit(
+            state,
+            train.make_train_step(model, tx),
+            train.make_eval_step(model),
+            mutate(*ds.train),
+            epochs=1,
+            batch_size=32,
+            progress=False,
+        )
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(batch_size=0), "batch_size must be a positive integer; got 0"),
+        (dict(batch_size=-4), "got -4"),
+        (dict(epochs=0), "epochs must be a positive integer; got 0"),
+        (dict(batch_size=10_000), "batch_size 10000 is larger than the 1437 training examples"),
+    ],
+)
+def test_fit_rejects_bad_hyperparameters(kw, match):
+    ds, model, tx, state = _setup()
+    with pytest.raises(ValueError, match=match):
+        _fit(ds, model, tx, state, **kw)
+
+
+def test_step_checks_batch_shape_at_trace_time():
+    ds, model, tx, state = _setup()
+    step = jax.jit(train.make_train_step(model, tx))
+    with pytest.raises(ValueError, match=r"examples of shape \(64,\).*built for.*\(8, 8, 1\)"):
+        step(state, {"x": jnp.zeros((4, 64)), "y": jnp.zeros(4, jnp.int32)})
+    with pytest.raises(ValueError, match='keys "x", "y"'):
+        step(state, {"inputs": jnp.zeros((4, 8, 8, 1))})
+
+
+def test_create_state_errors():
+    model = models.get_model("lenet5", 10)
+    tx = optim.make_optimizer("adam")
+    with pytest.raises(ValueError, match=r"Could not build LeNet5 for inputs of shape \(8, 8, 1\)"):
+        train.create_state(model, tx, (8, 8, 1))
+    with pytest.raises(ValueError, match="input_shape must be a tuple of ints"):
+        train.create_state(model, tx, 28)
+
+
+def test_nan_loss_stops_with_clear_error():
+    ds, model, tx, state = _setup()
+    tx = optim.make_optimizer("sgd", learning_rate=1e12)
+    state = train.create_state(model, tx, ds.input_shape)
+    with pytest.raises(FloatingPointError, match="training loss became (nan|inf) in epoch"):
+        _fit(ds, model, tx, state, epochs=5)
+
+
+def test_predict_matches_eval_accuracy():
+    ds, model, tx, state = _setup()
+    res = _fit(ds, model, tx, state, epochs=2, eval_data={"test": ds.test})
+    logits = train.predict(model, res.state, ds.x_test, batch_size=100)
+    assert logits.shape == (len(ds.x_test), 10)
+    acc = float((logits.argmax(-1) == ds.y_test).mean())
+    assert acc == pytest.approx(res.history[-1]["test/accuracy"])
