@@ -88,7 +88,9 @@ def _compare_layouts(saved: dict[str, list], expected: dict[str, list]) -> str |
     missing = sorted(set(expected) - set(saved))
     extra = sorted(set(saved) - set(expected))
     if missing:
-        return f"the model has {missing[0]!r} ({len(missing)} such arrays) that the checkpoint lacks"
+        return (
+            f"the model has {missing[0]!r} ({len(missing)} such arrays) that the checkpoint lacks"
+        )
     if extra:
         return f"the checkpoint has {extra[0]!r} ({len(extra)} such arrays) that the model lacks"
     for key in sorted(expected):
@@ -117,8 +119,12 @@ class CheckpointManager:
     """
 
     def __init__(
-        self, directory: str | os.PathLike, *, keep_last: int = 3,
-        best_metric: str | None = None, best_mode: str = "max",
+        self,
+        directory: str | os.PathLike,
+        *,
+        keep_last: int = 3,
+        best_metric: str | None = None,
+        best_mode: str = "max",
     ):
         import orbax.checkpoint as ocp
 
@@ -136,8 +142,12 @@ class CheckpointManager:
         if best_metric is not None:
             sign = 1.0 if best_mode == "max" else -1.0
             policies.append(
-                cm.BestN(get_metric_fn=lambda m: sign * m[best_metric], reverse=False, n=1,
-                         keep_checkpoints_without_metrics=False)
+                cm.BestN(
+                    get_metric_fn=lambda m: sign * m[best_metric],
+                    reverse=False,
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
             )
         options = ocp.CheckpointManagerOptions(
             # best_fn only switches on orbax's writing of per-step metrics, which BestN reads.
@@ -180,7 +190,10 @@ class CheckpointManager:
         return pick(scored)[1]
 
     def save(
-        self, state, *, meta: dict[str, Any] | None = None,
+        self,
+        state,
+        *,
+        meta: dict[str, Any] | None = None,
         metrics: dict[str, float] | None = None,
     ) -> int:
         """Write a checkpoint of `state` at `state.step`, whole or not at all.
@@ -196,8 +209,16 @@ class CheckpointManager:
         """
         step = int(state.step)
         tree = _to_saveable(state)
-        full_meta = dict(meta or {}, version=META_VERSION, step=step, layout=_layout(tree),
-                         sha256=_hashes(tree), metrics=metrics or {})
+        if self.best_metric is not None and self.best_metric not in (metrics or {}):
+            metrics = None  # not a candidate for "best"; kept only while among the last K
+        full_meta = dict(
+            meta or {},
+            version=META_VERSION,
+            step=step,
+            layout=_layout(tree),
+            sha256=_hashes(tree),
+            metrics=metrics or {},
+        )
         if step in self.steps():  # e.g. the end-of-run save right after a periodic one
             self._mngr.delete(step)
         args = self._ocp.args
@@ -249,8 +270,11 @@ class CheckpointManager:
         if jax.dtypes.issubdtype(target.rng.dtype, jax.dtypes.prng_key):
             rng = jax.random.wrap_key_data(rng, impl=jax.random.key_impl(target.rng))
         state = target.replace(
-            step=tree["step"], params=tree["params"], batch_stats=tree["batch_stats"],
-            opt_state=tree["opt_state"], rng=rng,
+            step=tree["step"],
+            params=tree["params"],
+            batch_stats=tree["batch_stats"],
+            opt_state=tree["opt_state"],
+            rng=rng,
         )
         return Restored(state=state, step=step, meta=meta, skipped=[])
 
@@ -285,8 +309,9 @@ class CheckpointManager:
             candidates = [best]
         elif isinstance(which, int) and not isinstance(which, bool):
             if which not in steps:
-                raise CheckpointError(f"No checkpoint at step {which} in {self.directory}; "
-                                      f"steps present: {steps}.")
+                raise CheckpointError(
+                    f"No checkpoint at step {which} in {self.directory}; steps present: {steps}."
+                )
             candidates = [which]
         else:
             raise ValueError(f"which must be 'latest', 'best' or a step; got {which!r}.")

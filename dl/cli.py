@@ -43,8 +43,21 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from dl.recipes import default_config, train_and_evaluate
+    from dl.recipes import default_config, default_out_dir, load_config, train_and_evaluate
+    from dl.train import TrainingInterrupted
 
+    if args.resume is not None:
+        config = load_config(args.resume)
+        print(f"dl train: resuming {args.resume}", flush=True)
+        try:
+            res = train_and_evaluate(
+                config, args.resume, progress=not args.no_progress, resume=True
+            )
+        except TrainingInterrupted as e:
+            print(f"dl train: {e}", file=sys.stderr)
+            return e.exit_code
+        _report(res)
+        return 0
     config = default_config(
         args.model,
         args.dataset,
@@ -60,6 +73,8 @@ def _cmd_train(args) -> int:
         val_fraction=args.val_fraction,
         patience=args.patience,
         seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        skip_nonfinite=args.skip_nonfinite or None,
         model_kwargs=_parse_kv(args.model_arg, "--model-arg"),
         dataset_kwargs=_parse_kv(args.dataset_arg, "--dataset-arg"),
     )
@@ -69,13 +84,23 @@ def _cmd_train(args) -> int:
         f"augment={config.augment}, seed={config.seed}",
         flush=True,
     )
-    res = train_and_evaluate(config, args.out, progress=not args.no_progress)
+    out = args.out if args.out is not None else default_out_dir(config)
+    try:
+        res = train_and_evaluate(config, out, progress=not args.no_progress)
+    except TrainingInterrupted as e:
+        print(f"dl train: {e}", file=sys.stderr)
+        print(f"dl train: resume with: dl train --resume {out}", file=sys.stderr)
+        return e.exit_code
+    _report(res)
+    return 0
+
+
+def _report(res) -> None:
     print(
         f"test accuracy: {res['test_accuracy']:.4f}  test loss: {res['test_loss']:.4f}  "
         f"epochs: {res['epochs']}  train time: {res['train_time_s']:.1f}s"
     )
-    print(f"wrote {res['out_dir']}/results.json, metrics.jsonl, curves.png")
-    return 0
+    print(f"wrote {res['out_dir']}/results.json, metrics.jsonl, curves.png, checkpoints/")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset option, repeatable: --dataset-arg num_samples=10000",
     )
     t.add_argument("--out", help="output folder (default runs/train/<model>-<dataset>-...)")
+    t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="STEPS",
+        help="steps between checkpoints (default: every epoch)",
+    )
+    t.add_argument(
+        "--skip-nonfinite",
+        action="store_true",
+        help="skip steps with a NaN/Inf loss or gradient instead of stopping",
+    )
+    t.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR (its --out folder) from its newest checkpoint",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(fn=_cmd_train)
     return p

@@ -48,10 +48,15 @@ def loss_and_accuracy(
     return out
 
 
+# Keys combined by minimum rather than sum (the first step at which something happened).
+MIN_KEYS = ("first_nonfinite_step",)
+NO_STEP = 2**31 - 1  # "never" for first_nonfinite_step
+
+
 @jax.jit
 def add(a: Mapping[str, jax.Array], b: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Elementwise sum of two metric dicts (one compiled call, no host sync)."""
-    return jax.tree.map(jnp.add, dict(a), dict(b))
+    """Combine two metric dicts: sums add, MIN_KEYS take the minimum (no host sync)."""
+    return {k: (jnp.minimum if k in MIN_KEYS else jnp.add)(a[k], b[k]) for k in a}
 
 
 def summarize(sums: Mapping[str, object]) -> dict[str, float]:
@@ -63,4 +68,6 @@ def summarize(sums: Mapping[str, object]) -> dict[str, float]:
     out["loss"] = float(host["loss_sum"]) / denom
     if "correct" in host:
         out["accuracy"] = int(host["correct"]) / denom
+    if "nonfinite" in host:
+        out["nonfinite_steps"] = int(host["nonfinite"])
     return out

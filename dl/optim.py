@@ -49,8 +49,14 @@ class OptimizerConfig:
             raise unknown_name("optimizer", self.name, OPTIMIZERS)
         if self.schedule not in SCHEDULES:
             raise unknown_name("schedule", self.schedule, SCHEDULES)
+        for field in ("learning_rate", "weight_decay", "momentum", "step_decay", "clip_norm"):
+            v = getattr(self, field)
+            if v is None and field == "clip_norm":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"{field} must be a finite number; got {v!r}.")
         lr = self.learning_rate
-        if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        if lr <= 0:
             raise ValueError(
                 f"learning_rate must be a positive finite number; got {lr!r}. Typical "
                 "values: 1e-3 for adam, 0.1 for sgd with momentum."

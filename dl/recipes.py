@@ -66,6 +66,8 @@ class TrainConfig:
       val_fraction: share of the training set held out for validation (0 = none).
       patience: early-stopping patience on val/accuracy (needs val_fraction > 0).
       seed: seed of initialisation, dropout, augmentation and data order.
+      checkpoint_every: steps between checkpoints (None: every epoch).
+      skip_nonfinite: skip steps with a NaN/Inf loss or gradient instead of stopping.
       model_kwargs: fields of the model (e.g. {"widths": (128,)}).
       dataset_kwargs: options of the dataset loader.
     """
@@ -84,6 +86,8 @@ class TrainConfig:
     val_fraction: float = 0.0
     patience: int | None = None
     seed: int = 0
+    checkpoint_every: int | None = None
+    skip_nonfinite: bool = False
     model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dataset_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -104,6 +108,8 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing!r}.")
         check_fraction("val_fraction", self.val_fraction)
+        if self.checkpoint_every is not None:
+            check_positive_int("checkpoint_every", self.checkpoint_every)
         if self.patience is not None:
             check_positive_int("patience", self.patience)
             if self.val_fraction == 0:
@@ -177,18 +183,42 @@ def default_out_dir(config: TrainConfig) -> Path:
     return Path("runs") / "train" / f"{config.model}-{config.dataset}-s{config.seed}-{stamp}"
 
 
+def load_config(out_dir: str | os.PathLike) -> TrainConfig:
+    """The `TrainConfig` a run wrote to `out_dir/config.json` (for `--resume`)."""
+    path = Path(out_dir) / "config.json"
+    if not path.is_file():
+        raise ValueError(
+            f"Cannot resume from {out_dir}: no config.json there. Pass the --out folder of "
+            "an earlier `dl train` run."
+        )
+    try:
+        cfg = json.loads(path.read_text())
+        return TrainConfig(**cfg)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ValueError(f"Cannot resume from {out_dir}: config.json is unreadable ({e}).") from e
+
+
 def train_and_evaluate(
-    config: TrainConfig, out_dir: str | os.PathLike | None = None, *, progress: bool = True
+    config: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    progress: bool = True,
+    resume: bool = False,
+    keep_checkpoints: int = 3,
 ) -> dict[str, Any]:
     """Train `config.model` on `config.dataset`, evaluate on the test set, write outputs.
 
-    Writes `out_dir/results.json`, `out_dir/metrics.jsonl` (one line per epoch) and
-    `out_dir/curves.png`.
+    Writes `out_dir/config.json`, `out_dir/checkpoints/` (see `dl.checkpoint`),
+    `out_dir/results.json`, `out_dir/metrics.jsonl` (one line per epoch) and
+    `out_dir/curves.png`. With `resume=True` the run continues from the newest intact
+    checkpoint in `out_dir/checkpoints` and ends as the uninterrupted run would.
 
     Args:
       config: a `TrainConfig` (see `default_config`).
       out_dir: output folder; default `runs/train/<model>-<dataset>-s<seed>-<time>`.
       progress: show the progress bar.
+      resume: continue the run in `out_dir` from its newest intact checkpoint.
+      keep_checkpoints: how many recent checkpoints to keep.
 
     Returns:
       The results dict written to results.json: test_accuracy, test_loss, train_time_s,
@@ -202,6 +232,7 @@ def train_and_evaluate(
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     ds = data.load(config.dataset, **config.dataset_kwargs)
     model = models.get_model(config.model, ds.num_classes, **config.model_kwargs)
     x_train, y_train = ds.train
@@ -219,8 +250,6 @@ def train_and_evaluate(
         if config.patience is not None
         else None
     )
-    metrics_path = out / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
     result = train.fit(
         state,
         train.make_train_step(
@@ -228,6 +257,7 @@ def train_and_evaluate(
             tx,
             label_smoothing=config.label_smoothing,
             augment=data.AUGMENTATIONS[config.augment],
+            skip_nonfinite=config.skip_nonfinite,
         ),
         train.make_eval_step(model),
         (x_train, y_train),
@@ -236,8 +266,13 @@ def train_and_evaluate(
         eval_data=eval_data,
         early_stopping=early,
         seed=config.seed,
-        metrics_path=metrics_path,
+        metrics_path=out / "metrics.jsonl",
         progress=progress,
+        checkpoint_dir=out / "checkpoints",
+        checkpoint_every=config.checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+        resume=resume,
+        run_config=config.to_dict(),
     )
     final = train.evaluate(train.make_eval_step(model), result.state, *ds.test)
     plot_curves(result.history, out / "curves.png", title=f"{config.model} on {config.dataset}")

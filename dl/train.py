@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -167,11 +168,18 @@ def make_train_step(
     loss: str = "cross_entropy",
     label_smoothing: float = 0.0,
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    skip_nonfinite: bool = False,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Build the pure train step `(state, batch) -> (state, metrics)`.
 
     The step is not compiled here: `fit` compiles it once with donation, and `dl.parallel`
     can compile the same function for many devices. Jitting it yourself is fine too.
+
+    Every step checks that its loss and gradients are finite and reports it in the
+    metrics ("nonfinite", "first_nonfinite_step") without a host sync; `fit` stops with
+    an error naming the step. With `skip_nonfinite=True` a non-finite step leaves
+    params, batch_stats and opt_state unchanged instead (the step counter still advances),
+    like `optax.apply_if_finite` but covering the BatchNorm statistics too.
 
     Args:
       model: the Linen module.
@@ -180,10 +188,12 @@ def make_train_step(
       label_smoothing: for cross-entropy only.
       augment: optional pure `(key, x) -> x` applied to the batch inside the step
         (e.g. `dl.data.random_shift`).
+      skip_nonfinite: skip updates whose loss or gradient is NaN or Inf.
 
     Returns:
       train_step(state, batch) with batch {"x", "y", "mask"?}; the loss is the mean over
-      examples with mask 1; metrics are sums (`loss_sum`, `correct`, `count`).
+      examples with mask 1; metrics are sums (`loss_sum`, `correct`, `count`,
+      `nonfinite`) and `first_nonfinite_step`.
     """
     _check_loss(loss)
     if not 0 <= label_smoothing < 1:
@@ -210,17 +220,35 @@ def make_train_step(
             per_ex = per_example(logits, y)
             return _masked_mean(per_ex, mask), (logits, per_ex, new_stats)
 
-        grads, (logits, per_ex, new_stats) = jax.grad(objective, has_aux=True)(state.params)
+        (loss_value, (logits, per_ex, new_stats)), grads = jax.value_and_grad(
+            objective, has_aux=True
+        )(state.params)
+        finite = jnp.isfinite(loss_value) & _all_finite(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new = (optax.apply_updates(state.params, updates), new_stats, opt_state)
+        if skip_nonfinite:
+            old = (state.params, state.batch_stats, state.opt_state)
+            new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         new_state = state.replace(
-            step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
-            batch_stats=new_stats,
-            opt_state=opt_state,
+            step=state.step + 1, params=new[0], batch_stats=new[1], opt_state=new[2]
         )
-        return new_state, metrics_lib.loss_and_accuracy(logits, y, per_ex, mask, loss=loss)
+        # A skipped step's loss and accuracy count nowhere.
+        metrics = metrics_lib.loss_and_accuracy(
+            logits, y, jnp.where(finite, per_ex, 0.0), mask * finite, loss=loss
+        )
+        metrics["nonfinite"] = (~finite).astype(jnp.int32)
+        metrics["first_nonfinite_step"] = jnp.where(
+            finite, metrics_lib.NO_STEP, state.step + 1
+        ).astype(jnp.int32)
+        return new_state, metrics
 
+    train_step.skip_nonfinite = skip_nonfinite  # read by fit's divergence guard
     return train_step
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def make_eval_step(
@@ -331,6 +359,64 @@ def _copy_tree(tree):
     return jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, tree)
 
 
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT stopped `fit` after a whole step; a checkpoint was written.
+
+    Attributes:
+      signum: the signal number; `exit_code` is 128 + signum, as a shell reports it.
+      step: the last completed step.
+      checkpoint_dir: where the checkpoint is (None when fit had no checkpoint_dir).
+    """
+
+    def __init__(self, signum: int, step: int, checkpoint_dir):
+        self.signum, self.step, self.checkpoint_dir = signum, step, checkpoint_dir
+        self.exit_code = 128 + signum
+        where = (
+            f"checkpoint written to {checkpoint_dir}; resume with fit(..., resume=True) "
+            "or `dl train --resume DIR`"
+            if checkpoint_dir is not None
+            else "no checkpoint_dir was given, so nothing was saved"
+        )
+        super().__init__(
+            f"Training stopped by {signal.Signals(signum).name} after step {step}: {where}."
+        )
+
+
+class _SignalFlag:
+    """Turn SIGTERM/SIGINT into a flag that the loop checks between steps."""
+
+    def __init__(self, enabled: bool):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __enter__(self):
+        if self.enabled:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _skips_nonfinite(train_step) -> bool:
+    return bool(getattr(train_step, "skip_nonfinite", False))
+
+
+def _nonfinite_error(sums, where: str) -> FloatingPointError:
+    step = int(sums["first_nonfinite_step"])
+    return FloatingPointError(
+        f"Non-finite loss or gradient at step {step} ({where}); training stopped and the "
+        "last good checkpoint was left untouched. Lower the learning rate, add clip_norm, "
+        "check the inputs, or pass skip_nonfinite=True to make_train_step to skip such steps."
+    )
+
+
 def fit(
     state: TrainState,
     train_step: Callable,
@@ -347,13 +433,25 @@ def fit(
     metrics_path: str | os.PathLike | None = None,
     progress: bool = True,
     check_labels: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    keep_checkpoints: int = 3,
+    resume: bool = False,
+    run_config: Mapping[str, Any] | None = None,
+    handle_signals: bool = True,
 ) -> FitResult:
     """Train `state` for `epochs` passes over `train_data`.
 
     The data are checked once on the host (shapes, finiteness, label range) and then kept
     on the device. Each epoch is shuffled from (seed, epoch); its last partial batch is
     dropped (a different few examples each epoch) so every step has one shape and the
-    step is compiled exactly once. Metrics stay on the device until the end of the epoch.
+    step is compiled exactly once. Metrics stay on the device until the end of the epoch
+    (or a checkpoint).
+
+    With `checkpoint_dir`, a checkpoint (state, data position, partial epoch metrics,
+    history, `run_config`) is written every `checkpoint_every` steps (default: every
+    epoch), at the end, and when SIGTERM or SIGINT arrives; `resume=True` continues from
+    the newest intact one, giving bitwise the same result as an uninterrupted run.
 
     Args:
       state: from `create_state`; it is copied, so the caller's state stays valid even
@@ -369,23 +467,39 @@ def fit(
       eval_batch_size: batch size of evaluation.
       early_stopping: an `EarlyStopping`, monitoring one of the eval sets.
       seed: seed of the data order.
-      metrics_path: if given, one JSON line per epoch is appended to this file.
+      metrics_path: if given, one JSON line per epoch is appended to this file (on
+        resume it is rewritten from the checkpoint's history first).
       progress: show a tqdm progress bar (to stderr).
       check_labels: check labels are integers in [0, num_classes) (classification).
+      checkpoint_dir: folder for checkpoints (see `dl.checkpoint`), or None.
+      checkpoint_every: steps between checkpoints; None saves at the end of every epoch.
+      keep_checkpoints: how many recent checkpoints to keep (plus the best one when
+        early stopping monitors a metric).
+      resume: continue from the newest intact checkpoint in `checkpoint_dir`, if any.
+      run_config: JSON-serialisable description of the run, stored in checkpoints.
+      handle_signals: on SIGTERM/SIGINT finish the step, checkpoint, and raise
+        `TrainingInterrupted` (main thread only).
 
     Returns:
       A `FitResult`.
 
     Raises:
       ValueError: bad arguments or data, with what was received.
-      FloatingPointError: the training loss became NaN or Inf.
+      FloatingPointError: a loss or gradient became NaN or Inf (names the step).
+      TrainingInterrupted: SIGTERM or SIGINT arrived.
     """
     from tqdm.auto import tqdm
+
+    from dl.checkpoint import CheckpointManager
 
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     eval_every = check_positive_int("eval_every", eval_every)
     eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
+    if checkpoint_every is not None:
+        checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir, the folder to resume from.")
     ncls = state.num_classes if check_labels else None
     x, y = check_arrays(*train_data, input_shape=state.input_shape, num_classes=ncls, name="train")
     evals = {
@@ -411,66 +525,164 @@ def fit(
     x_dev, y_dev = jax.device_put(x), jax.device_put(y)
     evals_dev = {k: (jax.device_put(a), jax.device_put(b)) for k, (a, b) in evals.items()}
     steps_per_epoch = num_batches(len(x), batch_size, "drop")
+    # What a resumed run must share with the original for the result to be the same.
+    signature = {
+        "batch_size": batch_size,
+        "seed": seed,
+        "num_train": len(x),
+        "steps_per_epoch": steps_per_epoch,
+    }
 
     state = _copy_tree(state)
+    history: list[dict[str, float]] = []
+    best_value, best_epoch, best_state, stopped = None, None, None, False
+    epoch0, batch0, sums, time_offset = 1, 0, None, 0.0
+    mngr = None
+    if checkpoint_dir is not None:
+        best_metric = early_stopping.monitor if early_stopping is not None else None
+        mngr = CheckpointManager(
+            checkpoint_dir,
+            keep_last=keep_checkpoints,
+            best_metric=best_metric,
+            best_mode=early_stopping.direction if early_stopping is not None else "max",
+        )
+        if resume and mngr.steps():
+            restored = mngr.restore(state, "latest")
+            meta = restored.meta
+            if meta.get("fit") != signature:
+                raise ValueError(
+                    f"Cannot resume from {checkpoint_dir}: it was written by a run with "
+                    f"{meta.get('fit')}, this run has {signature}. Use the same data, "
+                    "batch_size and seed, or a new checkpoint_dir."
+                )
+            state = restored.state
+            history = list(meta["history"])
+            epoch0, batch0 = int(meta["epoch"]), int(meta["batch"])
+            sums = (
+                {
+                    k: jnp.asarray(v, dtype=jnp.int32 if isinstance(v, int) else jnp.float32)
+                    for k, v in meta["epoch_sums"].items()
+                }
+                if meta.get("epoch_sums")
+                else None
+            )
+            best_value, best_epoch = meta.get("best_value"), meta.get("best_epoch")
+            stopped = bool(meta.get("stopped_early", False))
+            time_offset = float(history[-1]["time_s"]) if history else 0.0
+            if early_stopping is not None and early_stopping.restore_best and best_epoch:
+                best_state = mngr.restore(state, "best").state
+
+    def save_checkpoint(epoch: int, batch: int, metrics: dict | None = None) -> None:
+        """Write the state and the position to resume from: batch `batch` of `epoch`."""
+        if mngr is None:
+            return
+        host_sums = None
+        if sums is not None:
+            host_sums = {k: v.item() for k, v in jax.device_get(sums).items()}
+            if host_sums.get("nonfinite", 0) and not _skips_nonfinite(train_step):
+                raise _nonfinite_error(sums, "found before writing a checkpoint")
+        mngr.save(
+            state,
+            meta={
+                "epoch": epoch,
+                "batch": batch,
+                "epoch_sums": host_sums,
+                "history": history,
+                "fit": signature,
+                "config": dict(run_config or {}),
+                "best_value": best_value,
+                "best_epoch": best_epoch,
+                "stopped_early": stopped,
+            },
+            metrics=metrics,
+        )
+
+    if metrics_path is not None:
+        # The checkpoint's history is authoritative: epochs logged after it are redone.
+        with open(metrics_path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in history)
+
     first = next(batches(x_dev, y_dev, batch_size, seed=seed, epoch=0))
     t0 = time.perf_counter()
     step_fn = jax.jit(train_step, donate_argnums=0).lower(state, first).compile()
     compile_time = time.perf_counter() - t0
     eval_fn = jax.jit(eval_step)
 
-    history: list[dict[str, float]] = []
-    best_value, best_epoch, best_state, stopped = None, None, None, False
     log = open(metrics_path, "a") if metrics_path is not None else None  # noqa: SIM115
-    bar = tqdm(total=epochs, unit="epoch", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=epochs,
+        initial=min(epoch0 - 1, epochs),
+        unit="epoch",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    step = int(state.step)
     try:
-        for epoch in range(1, epochs + 1):
-            t_epoch = time.perf_counter()
-            sums = None
-            for batch in batches(x_dev, y_dev, batch_size, seed=seed, epoch=epoch - 1):
-                state, m = step_fn(state, batch)
-                sums = m if sums is None else metrics_lib.add(sums, m)
-            record: dict[str, float] = {"epoch": epoch, "step": int(state.step)}
-            record.update({f"train/{k}": v for k, v in metrics_lib.summarize(sums).items()})
-            if not math.isfinite(record["train/loss"]):
-                raise FloatingPointError(
-                    f"The training loss became {record['train/loss']} in epoch {epoch} "
-                    f"(steps {int(state.step) - steps_per_epoch + 1}-{int(state.step)}). "
-                    "Lower the learning rate, add clip_norm, or check the inputs."
-                )
-            if epoch % eval_every == 0 or epoch == epochs:
-                for name, (ex, ey) in evals_dev.items():
-                    res = evaluate(eval_fn, state, ex, ey, batch_size=eval_batch_size)
-                    record.update({f"{name}/{k}": v for k, v in res.items()})
-                if early_stopping is not None and early_stopping.monitor not in record:
-                    available = sorted(k for k in record if "/" in k)
-                    raise ValueError(
-                        f"early_stopping monitors {early_stopping.monitor!r}, which is not "
-                        f"measured. Available: {available}."
-                    )
-            record["epoch_time_s"] = time.perf_counter() - t_epoch
-            record["time_s"] = time.perf_counter() - start
-            history.append(record)
-            if log is not None:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            bar.update(1)
-            bar.set_postfix(
-                {k: f"{v:.4f}" for k, v in record.items() if k.endswith(("loss", "accuracy"))}
-            )
-            if early_stopping is not None and early_stopping.monitor in record:
-                value = record[early_stopping.monitor]
-                if early_stopping.improved(value, best_value):
-                    best_value, best_epoch = value, epoch
-                    if early_stopping.restore_best:
-                        best_state = _copy_tree(state)
-                elif epoch - best_epoch >= early_stopping.patience * eval_every:
-                    stopped = True
+        with _SignalFlag(handle_signals) as flag:
+            for epoch in range(epoch0, epochs + 1):
+                if stopped:
                     break
+                t_epoch = time.perf_counter()
+                skip = batch0 if epoch == epoch0 else 0
+                if skip == 0:
+                    sums = None
+                for i, batch in enumerate(
+                    batches(x_dev, y_dev, batch_size, seed=seed, epoch=epoch - 1, start=skip),
+                    start=skip,
+                ):
+                    state, m = step_fn(state, batch)
+                    sums = m if sums is None else metrics_lib.add(sums, m)
+                    step += 1
+                    if flag.signum is not None:
+                        save_checkpoint(epoch, i + 1)
+                        raise TrainingInterrupted(flag.signum, step, mngr and mngr.directory)
+                    if checkpoint_every is not None and step % checkpoint_every == 0:
+                        save_checkpoint(epoch, i + 1)
+                summary = metrics_lib.summarize(sums)
+                if summary.get("nonfinite_steps") and not _skips_nonfinite(train_step):
+                    raise _nonfinite_error(sums, f"epoch {epoch}")
+                record: dict[str, float] = {"epoch": epoch, "step": step}
+                record.update({f"train/{k}": v for k, v in summary.items()})
+                if epoch % eval_every == 0 or epoch == epochs:
+                    for name, (ex, ey) in evals_dev.items():
+                        res = evaluate(eval_fn, state, ex, ey, batch_size=eval_batch_size)
+                        record.update({f"{name}/{k}": v for k, v in res.items()})
+                    if early_stopping is not None and early_stopping.monitor not in record:
+                        available = sorted(k for k in record if "/" in k)
+                        raise ValueError(
+                            f"early_stopping monitors {early_stopping.monitor!r}, which is "
+                            f"not measured. Available: {available}."
+                        )
+                record["epoch_time_s"] = time.perf_counter() - t_epoch
+                record["time_s"] = time_offset + time.perf_counter() - start
+                history.append(record)
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                bar.update(1)
+                bar.set_postfix(
+                    {k: f"{v:.4f}" for k, v in record.items() if k.endswith(("loss", "accuracy"))}
+                )
+                if early_stopping is not None and early_stopping.monitor in record:
+                    value = record[early_stopping.monitor]
+                    if early_stopping.improved(value, best_value):
+                        best_value, best_epoch = value, epoch
+                        if early_stopping.restore_best:
+                            best_state = _copy_tree(state)
+                    elif epoch - best_epoch >= early_stopping.patience * eval_every:
+                        stopped = True
+                sums = None
+                epoch_metrics = {k: v for k, v in record.items() if isinstance(v, float)}
+                if checkpoint_every is None or epoch == epochs or stopped or flag.signum:
+                    save_checkpoint(epoch + 1, 0, metrics=epoch_metrics)
+                if flag.signum is not None:
+                    raise TrainingInterrupted(flag.signum, step, mngr and mngr.directory)
     finally:
         bar.close()
         if log is not None:
             log.close()
+        if mngr is not None:
+            mngr.close()
     if best_state is not None:
         state = best_state
     return FitResult(

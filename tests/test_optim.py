@@ -63,7 +63,8 @@ def test_clipping_bounds_the_update():
     [
         (dict(learning_rate=-0.1), "learning_rate must be a positive finite number; got -0.1"),
         (dict(learning_rate=0.0), "got 0.0"),
-        (dict(learning_rate=float("nan")), "got nan"),
+        (dict(learning_rate=float("nan")), "learning_rate must be a finite number; got nan"),
+        (dict(weight_decay="a"), "weight_decay must be a finite number; got 'a'"),
         (dict(weight_decay=-1.0), "weight_decay must be >= 0; got -1.0"),
         (dict(clip_norm=0.0), "clip_norm must be > 0"),
         (dict(schedule="linear"), r"Unknown schedule 'linear'. Valid choices: constant"),

@@ -77,6 +77,7 @@ def batches(
     epoch: int = 0,
     shuffle: bool = True,
     remainder: Remainder = "drop",
+    start: int = 0,
 ) -> Iterator[dict[str, jax.Array]]:
     """Iterate over one epoch of batches {"x", "y", "mask"} gathered on the device.
 
@@ -89,6 +90,7 @@ def batches(
       shuffle: False keeps the stored order (evaluation).
       remainder: "drop" leaves out the last partial batch; "pad" pads it to full size with
         mask 0, so every example is seen once (use it for evaluation).
+      start: index of the first batch to yield (to resume inside an epoch).
 
     Yields:
       dicts with "x" (batch_size, ...), "y" (batch_size, ...), "mask" (batch_size,) float32.
@@ -113,5 +115,7 @@ def batches(
     idx, mask = epoch_indices(
         n, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, remainder=remainder
     )
-    for i in range(idx.shape[0]):
+    if not 0 <= start <= idx.shape[0]:
+        raise ValueError(f"start must be in [0, {idx.shape[0]}]; got {start!r}.")
+    for i in range(start, idx.shape[0]):
         yield _gather(x, y, idx[i], mask[i])
