@@ -51,7 +51,12 @@ def _cmd_train(args) -> int:
         print(f"dl train: resuming {args.resume}", flush=True)
         try:
             res = train_and_evaluate(
-                config, args.resume, progress=not args.no_progress, resume=True
+                config,
+                args.resume,
+                progress=not args.no_progress,
+                resume=True,
+                strategy=args.strategy,
+                devices=args.devices,
             )
         except TrainingInterrupted as e:
             print(f"dl train: {e}", file=sys.stderr)
@@ -86,7 +91,13 @@ def _cmd_train(args) -> int:
     )
     out = args.out if args.out is not None else default_out_dir(config)
     try:
-        res = train_and_evaluate(config, out, progress=not args.no_progress)
+        res = train_and_evaluate(
+            config,
+            out,
+            progress=not args.no_progress,
+            strategy=args.strategy,
+            devices=args.devices,
+        )
     except TrainingInterrupted as e:
         print(f"dl train: {e}", file=sys.stderr)
         print(f"dl train: resume with: dl train --resume {out}", file=sys.stderr)
@@ -96,6 +107,8 @@ def _cmd_train(args) -> int:
 
 
 def _report(res) -> None:
+    par = res["parallel"]
+    print(f"ran on {par['devices']} device(s), strategy {par['strategy']}")
     print(
         f"test accuracy: {res['test_accuracy']:.4f}  test loss: {res['test_loss']:.4f}  "
         f"epochs: {res['epochs']}  train time: {res['train_time_s']:.1f}s"
@@ -160,6 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="continue the run in DIR (its --out folder) from its newest checkpoint",
     )
+    t.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="use the first N devices (default: all; the batch size must divide over them)",
+    )
+    t.add_argument(
+        "--strategy",
+        default="auto",
+        choices=("auto", "single", "sharded", "pmap"),
+        help="auto (sharded when there are several devices), single, sharded (jit with "
+        "shardings) or pmap",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(fn=_cmd_train)
     return p
@@ -168,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "train":
+            from dl.parallel import initialize
+
+            initialize()  # joins a multi-process run when DL_NUM_PROCESSES etc. are set
         return args.fn(args)
     except (ValueError, FloatingPointError) as e:
         print(f"dl {args.command}: error: {e}", file=sys.stderr)

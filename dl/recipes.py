@@ -205,6 +205,8 @@ def train_and_evaluate(
     progress: bool = True,
     resume: bool = False,
     keep_checkpoints: int = 3,
+    strategy: str = "auto",
+    devices: int | None = None,
 ) -> dict[str, Any]:
     """Train `config.model` on `config.dataset`, evaluate on the test set, write outputs.
 
@@ -219,6 +221,8 @@ def train_and_evaluate(
       progress: show the progress bar.
       resume: continue the run in `out_dir` from its newest intact checkpoint.
       keep_checkpoints: how many recent checkpoints to keep.
+      strategy, devices: how to spread the steps over devices (see `dl.parallel`); not
+        part of the config, so a run may resume on another number of devices.
 
     Returns:
       The results dict written to results.json: test_accuracy, test_loss, train_time_s,
@@ -227,12 +231,17 @@ def train_and_evaluate(
     import jax
 
     from dl import data, models, optim, train
+    from dl.parallel import get_strategy
     from dl.plotting import plot_curves
 
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    # With several processes (dl.parallel.initialize) all train and checkpoint together;
+    # process 0 alone writes the other files.
+    writer = jax.process_index() == 0
+    if writer:
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     ds = data.load(config.dataset, **config.dataset_kwargs)
     model = models.get_model(config.model, ds.num_classes, **config.model_kwargs)
     x_train, y_train = ds.train
@@ -266,16 +275,25 @@ def train_and_evaluate(
         eval_data=eval_data,
         early_stopping=early,
         seed=config.seed,
-        metrics_path=out / "metrics.jsonl",
+        metrics_path=out / "metrics.jsonl" if writer else None,
         progress=progress,
         checkpoint_dir=out / "checkpoints",
         checkpoint_every=config.checkpoint_every,
         keep_checkpoints=keep_checkpoints,
         resume=resume,
         run_config=config.to_dict(),
+        strategy=strategy,
+        devices=devices,
     )
-    final = train.evaluate(train.make_eval_step(model), result.state, *ds.test)
-    plot_curves(result.history, out / "curves.png", title=f"{config.model} on {config.dataset}")
+    final = train.evaluate(
+        train.make_eval_step(model),
+        result.state,
+        *ds.test,
+        strategy=get_strategy(result.strategy, result.num_devices),
+    )
+    if writer:
+        title = f"{config.model} on {config.dataset}"
+        plot_curves(result.history, out / "curves.png", title=title)
     results = {
         "test_accuracy": final["accuracy"],
         "test_loss": final["loss"],
@@ -287,6 +305,7 @@ def train_and_evaluate(
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
         "num_params": int(sum(p.size for p in jax.tree.leaves(result.state.params))),
+        "parallel": {"strategy": result.strategy, "devices": result.num_devices},
         "dataset": {
             "name": ds.name,
             "train": len(x_train),
@@ -297,6 +316,7 @@ def train_and_evaluate(
         "env": environment(),
         "history": result.history,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    if writer:
+        (out / "results.json").write_text(json.dumps(results, indent=2))
     results["out_dir"] = str(out)
     return results

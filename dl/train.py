@@ -36,6 +36,7 @@ from dl._errors import check_positive_int
 from dl.data.batching import batches, num_batches
 from dl.data.validate import check_arrays
 from dl.losses import LOSSES, get_loss
+from dl.parallel import collective_axis, psum_if_mapped
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -152,10 +153,6 @@ def _apply(model, params, batch_stats, x, *, train: bool, rngs=None):
     return model.apply(variables, x, train=train, rngs=rngs), batch_stats
 
 
-def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
-    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
 def _check_loss(loss: str) -> None:
     if loss not in LOSSES:
         get_loss(loss)  # raises the standard unknown-name error
@@ -209,20 +206,28 @@ def make_train_step(
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         x, y, mask = _unpack(state, batch)
-        aug_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        # Under pmap (dl.parallel) each device holds part of the global batch: the loss is
+        # this part's sum over the global count, and gradients and metrics are psum-ed.
+        axis = collective_axis()
+        key = jax.random.fold_in(state.rng, state.step)
+        if axis is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis))  # own noise per device
+        aug_key, dropout_key = jax.random.split(key)
         if augment is not None:
             x = augment(aug_key, x)
+        count = psum_if_mapped(jnp.sum(mask))
 
         def objective(params):
             logits, new_stats = _apply(
                 model, params, state.batch_stats, x, train=True, rngs={"dropout": dropout_key}
             )
             per_ex = per_example(logits, y)
-            return _masked_mean(per_ex, mask), (logits, per_ex, new_stats)
+            return jnp.sum(per_ex * mask) / jnp.maximum(count, 1.0), (logits, per_ex, new_stats)
 
         (loss_value, (logits, per_ex, new_stats)), grads = jax.value_and_grad(
             objective, has_aux=True
         )(state.params)
+        loss_value, grads = psum_if_mapped((loss_value, grads))
         finite = jnp.isfinite(loss_value) & _all_finite(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new = (optax.apply_updates(state.params, updates), new_stats, opt_state)
@@ -236,6 +241,7 @@ def make_train_step(
         metrics = metrics_lib.loss_and_accuracy(
             logits, y, jnp.where(finite, per_ex, 0.0), mask * finite, loss=loss
         )
+        metrics = psum_if_mapped(metrics)
         metrics["nonfinite"] = (~finite).astype(jnp.int32)
         metrics["first_nonfinite_step"] = jnp.where(
             finite, metrics_lib.NO_STEP, state.step + 1
@@ -261,7 +267,9 @@ def make_eval_step(
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         x, y, mask = _unpack(state, batch)
         logits, _ = _apply(model, state.params, state.batch_stats, x, train=False)
-        return metrics_lib.loss_and_accuracy(logits, y, base_loss(logits, y), mask, loss=loss)
+        return psum_if_mapped(
+            metrics_lib.loss_and_accuracy(logits, y, base_loss(logits, y), mask, loss=loss)
+        )
 
     return eval_step
 
@@ -277,14 +285,30 @@ def predict(model: nn.Module, state: TrainState, x, *, batch_size: int = 512) ->
     return np.concatenate([np.asarray(o) for o in out])[: len(x)]
 
 
-def evaluate(eval_step, state: TrainState, x, y, *, batch_size: int = 512) -> dict[str, float]:
+def evaluate(
+    eval_step, state: TrainState, x, y, *, batch_size: int = 512, strategy=None
+) -> dict[str, float]:
     """Run a (compiled or pure) eval step over a whole dataset; return mean metrics.
 
     The last partial batch is padded and masked, so every example counts exactly once.
+    With a `dl.parallel` strategy (or its name) the pure `eval_step` is compiled for it
+    and `state` (a logical state, as `fit` returns) is placed for it.
     """
+    if strategy is not None:
+        from dl.parallel import get_strategy
+
+        strategy = get_strategy(strategy)
+        fn, placed = strategy.jit_eval_step(eval_step), strategy.put_state(state)
+        data = strategy.put_data(x, y)
+        all_batches = strategy.batches(
+            data, strategy.round_batch_size(batch_size), shuffle=False, remainder="pad"
+        )
+    else:
+        fn, placed = eval_step, state
+        all_batches = batches(x, y, batch_size, shuffle=False, remainder="pad")
     sums = None
-    for batch in batches(x, y, batch_size, shuffle=False, remainder="pad"):
-        m = eval_step(state, batch)
+    for batch in all_batches:
+        m = fn(placed, batch)
         sums = m if sums is None else metrics_lib.add(sums, m)
     return metrics_lib.summarize(sums)
 
@@ -344,6 +368,8 @@ class FitResult:
       stopped_early: whether early stopping ended the run.
       train_time_s: wall time of the whole fit, compilation and evaluation included.
       compile_time_s: time spent compiling the train step.
+      strategy: the `dl.parallel` strategy used ("single", "sharded" or "pmap").
+      num_devices: how many devices it ran on.
     """
 
     state: TrainState
@@ -353,6 +379,8 @@ class FitResult:
     stopped_early: bool
     train_time_s: float
     compile_time_s: float
+    strategy: str = "single"
+    num_devices: int = 1
 
 
 def _copy_tree(tree):
@@ -439,6 +467,8 @@ def fit(
     resume: bool = False,
     run_config: Mapping[str, Any] | None = None,
     handle_signals: bool = True,
+    strategy: str | Any = "auto",
+    devices: int | None = None,
 ) -> FitResult:
     """Train `state` for `epochs` passes over `train_data`.
 
@@ -479,6 +509,11 @@ def fit(
       run_config: JSON-serialisable description of the run, stored in checkpoints.
       handle_signals: on SIGTERM/SIGINT finish the step, checkpoint, and raise
         `TrainingInterrupted` (main thread only).
+      strategy: "auto" (sharded over all devices when there are several, else single),
+        "single", "sharded", "pmap", or a `dl.parallel.Strategy` (see `dl.parallel`).
+        batch_size is the global batch and must divide over the devices. Checkpoints hold
+        the logical (unreplicated) state, so they resume on any number of devices.
+      devices: use the first `devices` devices (default: all, or one for "single").
 
     Returns:
       A `FitResult`.
@@ -491,9 +526,11 @@ def fit(
     from tqdm.auto import tqdm
 
     from dl.checkpoint import CheckpointManager
+    from dl.parallel import get_strategy
 
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
+    strategy = get_strategy(strategy, devices, batch_size=batch_size)
     eval_every = check_positive_int("eval_every", eval_every)
     eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
     if checkpoint_every is not None:
@@ -520,10 +557,13 @@ def fit(
             f"batch_size {batch_size} is larger than the {len(x)} training examples; "
             f"use batch_size <= {len(x)}."
         )
+    strategy.check_batch_size(batch_size)
+    # Evaluation pads its last batch anyway, so round it up to a multiple of the devices.
+    eval_batch_size = strategy.round_batch_size(eval_batch_size)
 
     start = time.perf_counter()
-    x_dev, y_dev = jax.device_put(x), jax.device_put(y)
-    evals_dev = {k: (jax.device_put(a), jax.device_put(b)) for k, (a, b) in evals.items()}
+    train_dev = strategy.put_data(x, y)
+    evals_dev = {k: strategy.put_data(a, b) for k, (a, b) in evals.items()}
     steps_per_epoch = num_batches(len(x), batch_size, "drop")
     # What a resumed run must share with the original for the result to be the same.
     signature = {
@@ -533,7 +573,7 @@ def fit(
         "steps_per_epoch": steps_per_epoch,
     }
 
-    state = _copy_tree(state)
+    target = state  # the logical layout that checkpoints are restored into
     history: list[dict[str, float]] = []
     best_value, best_epoch, best_state, stopped = None, None, None, False
     epoch0, batch0, sums, time_offset = 1, 0, None, 0.0
@@ -547,7 +587,7 @@ def fit(
             best_mode=early_stopping.direction if early_stopping is not None else "max",
         )
         if resume and mngr.steps():
-            restored = mngr.restore(state, "latest")
+            restored = mngr.restore(target, "latest")
             meta = restored.meta
             if meta.get("fit") != signature:
                 raise ValueError(
@@ -555,7 +595,7 @@ def fit(
                     f"{meta.get('fit')}, this run has {signature}. Use the same data, "
                     "batch_size and seed, or a new checkpoint_dir."
                 )
-            state = restored.state
+            target = restored.state
             history = list(meta["history"])
             epoch0, batch0 = int(meta["epoch"]), int(meta["batch"])
             sums = (
@@ -570,7 +610,9 @@ def fit(
             stopped = bool(meta.get("stopped_early", False))
             time_offset = float(history[-1]["time_s"]) if history else 0.0
             if early_stopping is not None and early_stopping.restore_best and best_epoch:
-                best_state = mngr.restore(state, "best").state
+                best_state = mngr.restore(target, "best").state
+    # A copy: the compiled step donates its input, and the caller's state must stay valid.
+    state = strategy.put_state(_copy_tree(target))
 
     def save_checkpoint(epoch: int, batch: int, metrics: dict | None = None) -> None:
         """Write the state and the position to resume from: batch `batch` of `epoch`."""
@@ -582,7 +624,7 @@ def fit(
             if host_sums.get("nonfinite", 0) and not _skips_nonfinite(train_step):
                 raise _nonfinite_error(sums, "found before writing a checkpoint")
         mngr.save(
-            state,
+            strategy.get_state(state),
             meta={
                 "epoch": epoch,
                 "batch": batch,
@@ -602,21 +644,28 @@ def fit(
         with open(metrics_path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in history)
 
-    first = next(batches(x_dev, y_dev, batch_size, seed=seed, epoch=0))
+    first = next(strategy.batches(train_dev, batch_size, seed=seed, epoch=0))
     t0 = time.perf_counter()
-    step_fn = jax.jit(train_step, donate_argnums=0).lower(state, first).compile()
+    step_fn = strategy.compile_train_step(train_step, state, first)
     compile_time = time.perf_counter() - t0
-    eval_fn = jax.jit(eval_step)
+    eval_fn = strategy.jit_eval_step(eval_step)
+
+    def run_eval(data) -> dict[str, float]:
+        sums = None
+        for b in strategy.batches(data, eval_batch_size, shuffle=False, remainder="pad"):
+            m = eval_fn(state, b)
+            sums = m if sums is None else metrics_lib.add(sums, m)
+        return metrics_lib.summarize(sums)
 
     log = open(metrics_path, "a") if metrics_path is not None else None  # noqa: SIM115
     bar = tqdm(
         total=epochs,
         initial=min(epoch0 - 1, epochs),
         unit="epoch",
-        disable=not progress,
+        disable=not progress or jax.process_index() != 0,
         dynamic_ncols=True,
     )
-    step = int(state.step)
+    step = int(target.step)
     try:
         with _SignalFlag(handle_signals) as flag:
             for epoch in range(epoch0, epochs + 1):
@@ -626,10 +675,10 @@ def fit(
                 skip = batch0 if epoch == epoch0 else 0
                 if skip == 0:
                     sums = None
-                for i, batch in enumerate(
-                    batches(x_dev, y_dev, batch_size, seed=seed, epoch=epoch - 1, start=skip),
-                    start=skip,
-                ):
+                epoch_batches = strategy.batches(
+                    train_dev, batch_size, seed=seed, epoch=epoch - 1, start=skip
+                )
+                for i, batch in enumerate(epoch_batches, start=skip):
                     state, m = step_fn(state, batch)
                     sums = m if sums is None else metrics_lib.add(sums, m)
                     step += 1
@@ -644,8 +693,8 @@ def fit(
                 record: dict[str, float] = {"epoch": epoch, "step": step}
                 record.update({f"train/{k}": v for k, v in summary.items()})
                 if epoch % eval_every == 0 or epoch == epochs:
-                    for name, (ex, ey) in evals_dev.items():
-                        res = evaluate(eval_fn, state, ex, ey, batch_size=eval_batch_size)
+                    for name, data in evals_dev.items():
+                        res = run_eval(data)
                         record.update({f"{name}/{k}": v for k, v in res.items()})
                     if early_stopping is not None and early_stopping.monitor not in record:
                         available = sorted(k for k in record if "/" in k)
@@ -668,7 +717,7 @@ def fit(
                     if early_stopping.improved(value, best_value):
                         best_value, best_epoch = value, epoch
                         if early_stopping.restore_best:
-                            best_state = _copy_tree(state)
+                            best_state = _copy_tree(strategy.get_state(state))
                     elif epoch - best_epoch >= early_stopping.patience * eval_every:
                         stopped = True
                 sums = None
@@ -683,8 +732,7 @@ def fit(
             log.close()
         if mngr is not None:
             mngr.close()
-    if best_state is not None:
-        state = best_state
+    state = best_state if best_state is not None else strategy.get_state(state)
     return FitResult(
         state=state,
         history=history,
@@ -693,4 +741,6 @@ def fit(
         stopped_early=stopped,
         train_time_s=time.perf_counter() - start,
         compile_time_s=compile_time,
+        strategy=strategy.name,
+        num_devices=strategy.num_devices,
     )

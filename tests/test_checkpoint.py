@@ -273,11 +273,13 @@ def test_skip_nonfinite_policy_skips_the_bad_step_only(tmp_path):
     assert int(res.state.step) == 2 * (len(ds.x_train) // 64)
 
 
-def test_signal_in_process_writes_checkpoint(tmp_path):
+def test_signal_in_process_writes_checkpoint(tmp_path, monkeypatch):
+    from dl.parallel import Strategy
+
     ds, model, tx, state = _small_state()
     step = train.make_train_step(model, tx)
     calls = {"n": 0}
-    orig = train.batches
+    orig = Strategy.batches
 
     def counting_batches(*a, **k):
         for b in orig(*a, **k):
@@ -286,12 +288,10 @@ def test_signal_in_process_writes_checkpoint(tmp_path):
                 os.kill(os.getpid(), signal.SIGINT)
             yield b
 
-    train.batches = counting_batches
-    try:
-        with pytest.raises(train.TrainingInterrupted, match="SIGINT after step 3") as e:
-            _fit(ds, model, tx, state, step=step, epochs=2, checkpoint_dir=tmp_path)
-    finally:
-        train.batches = orig
+    monkeypatch.setattr(Strategy, "batches", counting_batches)
+    with pytest.raises(train.TrainingInterrupted, match="SIGINT after step 3") as e:
+        _fit(ds, model, tx, state, step=step, epochs=2, checkpoint_dir=tmp_path)
+    monkeypatch.undo()
     assert e.value.exit_code == 130
     assert CheckpointManager(tmp_path).steps() == [3]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

@@ -116,3 +116,26 @@ def test_listings(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in out] == list(MODELS)
+
+
+@pytest.mark.parametrize("strategy", ["pmap", "sharded", "single"])
+def test_train_devices_and_strategy(strategy, tmp_path, capsys):
+    devices = "1" if strategy == "single" else "4"
+    args = ["train", "--model", "mlp", "--dataset", "digits", "--epochs", "2"]
+    args += ["--batch-size", "32", "--no-progress", "--out", str(tmp_path)]
+    rc = main([*args, "--devices", devices, "--strategy", strategy])
+    assert rc == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["parallel"] == {"strategy": strategy, "devices": int(devices)}
+    assert f"ran on {devices} device(s), strategy {strategy}" in capsys.readouterr().out
+    assert res["test_accuracy"] > 0.8
+
+
+def test_train_devices_errors(tmp_path, capsys):
+    args = ["train", "--model", "mlp", "--dataset", "digits", "--epochs", "1", "--no-progress"]
+    rc = main([*args, "--batch-size", "30", "--devices", "4", "--out", str(tmp_path / "a")])
+    assert rc == 2
+    assert "batch_size 30 does not divide over the 4 devices" in capsys.readouterr().err
+    rc = main([*args, "--devices", "64", "--out", str(tmp_path / "b")])
+    assert rc == 2
+    assert "Asked for 64 devices but 8 are visible" in capsys.readouterr().err

@@ -51,6 +51,18 @@ def pool(x: jnp.ndarray, kind: str, window: int) -> jnp.ndarray:
     raise ValueError(f"pool must be 'max', 'avg' or 'none'; got {kind!r}.")
 
 
-def batch_norm(train: bool) -> nn.BatchNorm:
-    """BatchNorm with the Keras/PyTorch-like momentum 0.9 used across the zoo."""
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+def batch_norm(train: bool, **kwargs) -> nn.BatchNorm:
+    """BatchNorm with the Keras/PyTorch-like momentum 0.9 used across the zoo.
+
+    Under `jax.pmap` (via `dl.parallel`) its statistics are averaged over the devices, so
+    they are those of the global batch; under `jit` with shardings that holds already.
+    """
+    from dl.parallel import collective_axis
+
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        axis_name=collective_axis() if train else None,
+        **kwargs,
+    )

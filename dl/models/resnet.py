@@ -23,12 +23,7 @@ class BasicBlock(nn.Module):
         y = nn.relu(batch_norm(train)(y))
         y = nn.Conv(self.channels, k, padding="SAME", use_bias=False)(y)
         # Zero-init the last BN scale so every block starts as the identity (Goyal et al. 2017).
-        y = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-5,
-            scale_init=nn.initializers.zeros,
-        )(y)
+        y = batch_norm(train, scale_init=nn.initializers.zeros)(y)
         if x.shape != y.shape:
             x = nn.Conv(self.channels, (1,) * nd, strides=s, use_bias=False, name="proj")(x)
             x = batch_norm(train)(x)

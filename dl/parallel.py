@@ -1,0 +1,483 @@
+"""One pure train step on 1 to N devices and on several hosts.
+
+A `Strategy` takes the pure `train_step(state, batch) -> (state, metrics)` and
+`eval_step(state, batch) -> metrics` of `dl.train` and runs them:
+
+- "single": `jax.jit` on one device.
+- "sharded": `jax.jit` with `NamedSharding`s on a 1-D mesh: the global batch is split
+  over the "data" axis and the state is replicated. XLA inserts the collectives, so the
+  gradient, the loss and the BatchNorm statistics are those of the whole global batch
+  (BatchNorm is synchronised for free) and the metric sums are global. This is the
+  default when more than one device is visible.
+- "pmap": `jax.pmap` over the devices; the batch gets a leading device axis and the
+  state is replicated along it (`replicate` / `unreplicate`). The step is traced with
+  the collective axis name set (see `collective_axis`), so `dl.train`'s step sums the
+  gradients, counts and metrics with `lax.psum`, and `dl.models`' BatchNorm averages its
+  statistics with `lax.pmean`. Kept because users and Colab code ask for it.
+
+Every strategy computes the same mathematical step: the loss is the masked mean over
+the global batch. Counts are integers summed exactly; float sums may differ from one
+device in the last bits because they are added in another order.
+
+Several hosts: call `initialize()` first in every process (a no-op for one process).
+Each process then feeds only its own devices' part of every global batch (the batch
+order is the same on every process because it depends only on (seed, epoch)).
+
+(An FSDP strategy, with the parameters sharded, is not provided: the zoo's models are
+small enough to replicate.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from dl._errors import unknown_name
+from dl.data.batching import Remainder, epoch_indices
+
+DATA_AXIS = "data"
+STRATEGIES = ("auto", "single", "sharded", "pmap")
+
+_COLLECTIVE_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "dl_collective_axis", default=None
+)
+
+
+def collective_axis() -> str | None:
+    """The named axis to reduce over while a step is traced under `pmap`, else None.
+
+    `dl.train`'s steps and `dl.models.layers.batch_norm` read it at trace time. In your
+    own modules, pass it on: `nn.BatchNorm(..., axis_name=dl.parallel.collective_axis())`.
+    """
+    return _COLLECTIVE_AXIS.get()
+
+
+@contextlib.contextmanager
+def _collective_axis(name: str | None):
+    token = _COLLECTIVE_AXIS.set(name)
+    try:
+        yield
+    finally:
+        _COLLECTIVE_AXIS.reset(token)
+
+
+def _traced_with_axis(fn: Callable, name: str) -> Callable:
+    """`fn` with the collective axis set while it runs, i.e. while pmap traces it."""
+
+    def wrapped(*args):
+        with _collective_axis(name):
+            return fn(*args)
+
+    return wrapped
+
+
+# --------------------------------------------------------------------------- hosts
+
+
+_ENV = {
+    "coordinator_address": ("DL_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS"),
+    "num_processes": ("DL_NUM_PROCESSES", "JAX_NUM_PROCESSES"),
+    "process_id": ("DL_PROCESS_ID", "JAX_PROCESS_ID"),
+}
+
+
+def _env(key: str) -> str | None:
+    for name in _ENV[key]:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    local_device_ids: Sequence[int] | None = None,
+) -> bool:
+    """Join a multi-process run (`jax.distributed.initialize`); a no-op for one process.
+
+    Arguments not given are read from the environment: DL_COORDINATOR_ADDRESS
+    ("host:port" of process 0), DL_NUM_PROCESSES and DL_PROCESS_ID (the JAX_* names work
+    too). With DL_DISTRIBUTED=auto, JAX detects the cluster itself (Cloud TPU pods,
+    SLURM, Open MPI). Call it before anything else touches JAX devices.
+
+    Returns:
+      True when this process is part of a multi-process run, False for a lone process.
+    """
+    if jax.distributed.is_initialized():
+        return True
+    if os.environ.get("DL_DISTRIBUTED", "").lower() == "auto":
+        jax.distributed.initialize()
+        return jax.process_count() > 1
+    coordinator_address = coordinator_address or _env("coordinator_address")
+    raw_n = num_processes if num_processes is not None else _env("num_processes")
+    raw_id = process_id if process_id is not None else _env("process_id")
+    try:
+        n = int(raw_n) if raw_n is not None else 1
+        pid = int(raw_id) if raw_id is not None else None
+    except ValueError:
+        raise ValueError(
+            f"num_processes and process_id must be integers; got {raw_n!r} and {raw_id!r} "
+            "(from the arguments or DL_NUM_PROCESSES / DL_PROCESS_ID)."
+        ) from None
+    if n < 1:
+        raise ValueError(f"num_processes must be >= 1; got {n}.")
+    if n == 1:
+        return False
+    if coordinator_address is None or pid is None:
+        raise ValueError(
+            f"A run of {n} processes needs the coordinator's address and this process's id: "
+            "set DL_COORDINATOR_ADDRESS=host:port (process 0's host) and DL_PROCESS_ID "
+            f"(0..{n - 1}), or pass them to initialize()."
+        )
+    if not 0 <= pid < n:
+        raise ValueError(f"process_id must be in [0, {n}); got {pid}.")
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=n,
+        process_id=pid,
+        local_device_ids=local_device_ids,
+    )
+    return True
+
+
+# --------------------------------------------------------------------------- meshes
+
+
+def select_devices(num_devices: int | None = None) -> list:
+    """The first `num_devices` devices (all by default), each process's devices together.
+
+    In a multi-process run `num_devices` must be a multiple of the process count and
+    each process contributes the same number of its own devices.
+    """
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    if num_devices is None:
+        return devices
+    if isinstance(num_devices, bool) or not isinstance(num_devices, int | np.integer):
+        raise ValueError(f"devices must be a positive integer; got {num_devices!r}.")
+    if not 1 <= num_devices <= len(devices):
+        hint = (
+            " On CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N (set before JAX "
+            "starts) gives N devices."
+            if devices[0].platform == "cpu"
+            else ""
+        )
+        raise ValueError(
+            f"Asked for {num_devices} devices but {len(devices)} are visible "
+            f"({devices[0].platform}).{hint}"
+        )
+    nproc = jax.process_count()
+    if nproc == 1:
+        return devices[:num_devices]
+    if num_devices % nproc:
+        raise ValueError(
+            f"devices={num_devices} does not split over the {nproc} processes; use a multiple "
+            f"of {nproc}."
+        )
+    per = num_devices // nproc
+    return [d for p in range(nproc) for d in [x for x in devices if x.process_index == p][:per]]
+
+
+def make_mesh(num_devices: int | None = None, axis_name: str = DATA_AXIS) -> Mesh:
+    """A 1-D device mesh over the first `num_devices` devices (all by default)."""
+    return Mesh(np.array(select_devices(num_devices)), (axis_name,))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def replicate(tree, devices: Sequence | None = None):
+    """Copy a pytree onto each device along a new leading axis (for `pmap`)."""
+    import flax.jax_utils
+
+    return flax.jax_utils.replicate(tree, devices=list(devices) if devices else None)
+
+
+def unreplicate(tree):
+    """The first copy of a `replicate`d pytree (arrays lose the leading device axis)."""
+    return jax.tree.map(lambda a: a[0], tree)
+
+
+def _tree_put(tree, sharding):
+    return jax.tree.map(lambda a: _put(a, sharding), tree)
+
+
+def _put(a, sharding):
+    """device_put, also onto a sharding that spans other processes' devices (each process
+    passes the same value and contributes its own devices' copies)."""
+    if isinstance(sharding, jax.Device) or sharding.is_fully_addressable:
+        return jax.device_put(a, sharding)
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        data = _put(jax.random.key_data(a), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+    host = np.asarray(jax.device_get(a))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _rows(x) -> int:
+    return int(x.shape[0])
+
+
+# --------------------------------------------------------------------------- strategy
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Strategy:
+    """How a pure step is compiled and fed: "single", "sharded" or "pmap".
+
+    Build one with `get_strategy`. `dl.train.fit(strategy=...)` uses it; the methods are
+    public so that your own loop can do the same:
+
+    >>> strategy = get_strategy("sharded")  # doctest: +SKIP
+    >>> placed = strategy.put_state(state)  # doctest: +SKIP
+    >>> data = strategy.put_data(x, y)  # doctest: +SKIP
+    >>> batch = next(strategy.batches(data, 128))  # doctest: +SKIP
+    >>> step = strategy.compile_train_step(train_step, placed, batch)  # doctest: +SKIP
+    >>> placed, metrics = step(placed, batch)  # doctest: +SKIP
+    """
+
+    name: str
+    devices: tuple
+    mesh: Mesh
+
+    # ---- sizes
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    @property
+    def local_devices(self) -> list:
+        return [d for d in self.devices if d.process_index == jax.process_index()]
+
+    @property
+    def multi_process(self) -> bool:
+        return len({d.process_index for d in self.devices}) > 1
+
+    def check_batch_size(self, batch_size: int, what: str = "batch_size") -> int:
+        """Check that the global batch divides over the devices; return it."""
+        if batch_size % self.num_devices:
+            lo = batch_size // self.num_devices * self.num_devices
+            sizes = f"{lo} or {lo + self.num_devices}" if lo else f"{self.num_devices}"
+            raise ValueError(
+                f"{what} {batch_size} does not divide over the {self.num_devices} devices of "
+                f"the {self.name!r} strategy (each device takes an equal share). Use a "
+                f"multiple of {self.num_devices}, e.g. {sizes}, or fewer devices."
+            )
+        return batch_size
+
+    def round_batch_size(self, batch_size: int) -> int:
+        """The smallest multiple of the device count >= batch_size (for padded eval)."""
+        return -(-batch_size // self.num_devices) * self.num_devices
+
+    # ---- shardings
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P())
+
+    @property
+    def batch_sharding(self) -> NamedSharding:
+        """Leading (example) axis split over devices; for pmap, the device axis."""
+        return NamedSharding(self.mesh, P(DATA_AXIS))
+
+    # ---- state
+    def put_state(self, state):
+        """Place a state for this strategy (a copy: the caller's arrays stay valid)."""
+        if self.name == "pmap":
+            return replicate(state, self.local_devices)
+        if self.name == "single":
+            return _tree_put(state, self.devices[0])
+        return _tree_put(state, self.replicated)
+
+    def get_state(self, placed):
+        """The logical state back from `put_state`'s placement (pmap: the first copy).
+
+        With several processes it is a global array replicated over all devices, which
+        orbax can save and every process can read."""
+        if self.name != "pmap":
+            return placed
+        state = unreplicate(placed)
+        return _tree_put(state, self.replicated) if self.multi_process else state
+
+    # ---- data
+    def put_data(self, x, y):
+        """Keep a dataset where batches are gathered from: on the device(s) for one
+        process (replicated over the mesh), on the host for several processes."""
+        if self.multi_process:
+            return np.asarray(x), np.asarray(y)
+        where = self.devices[0] if self.name == "single" else self.replicated
+        return jax.device_put(np.asarray(x), where), jax.device_put(np.asarray(y), where)
+
+    def batches(
+        self,
+        data,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle: bool = True,
+        remainder: Remainder = "drop",
+        start: int = 0,
+    ) -> Iterator[dict[str, jax.Array]]:
+        """Like `dl.data.batches`, yielding global batches placed for this strategy.
+
+        The example order is `dl.data.epoch_indices(seed, epoch)`, whatever the strategy,
+        so every strategy sees the same global batches in the same order.
+        """
+        x, y = data
+        self.check_batch_size(batch_size)
+        n = _rows(x)
+        if n == 0:
+            raise ValueError("Cannot batch an empty dataset (0 examples).")
+        if remainder == "drop" and batch_size > n:
+            raise ValueError(
+                f"batch_size {batch_size} is larger than the {n} examples, so remainder='drop'"
+                " gives no batch. Lower batch_size or use remainder='pad'."
+            )
+        idx, mask = epoch_indices(
+            n, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, remainder=remainder
+        )
+        if not 0 <= start <= idx.shape[0]:
+            raise ValueError(f"start must be in [0, {idx.shape[0]}]; got {start!r}.")
+        if self.multi_process:
+            yield from self._host_batches(x, y, np.asarray(idx), np.asarray(mask), start)
+            return
+        gather = self._gather()
+        for i in range(start, idx.shape[0]):
+            yield gather(x, y, idx[i], mask[i])
+
+    def _gather(self) -> Callable:
+        if self.name == "single":
+            from dl.data.batching import _gather
+
+            return _gather
+        n = self.num_devices
+
+        def gather(x, y, idx, mask):
+            if self.name == "pmap":  # a leading device axis
+                idx, mask = idx.reshape(n, -1), mask.reshape(n, -1)
+            return {"x": jnp.take(x, idx, axis=0), "y": jnp.take(y, idx, axis=0), "mask": mask}
+
+        # Each device gathers its own rows of the replicated dataset: no communication.
+        return jax.jit(gather, out_shardings=self.batch_sharding)
+
+    def _host_batches(self, x, y, idx, mask, start):
+        """Several processes: each gathers, on its host, the rows of its own devices."""
+        nproc, pid = jax.process_count(), jax.process_index()
+        per = idx.shape[1] // nproc  # rows of this process in each global batch
+        lo, hi = pid * per, (pid + 1) * per
+        local_n = len(self.local_devices)
+        for i in range(start, idx.shape[0]):
+            rows = idx[i, lo:hi]
+            local = {"x": x[rows], "y": y[rows], "mask": mask[i, lo:hi]}
+            if self.name == "pmap":
+                yield {k: v.reshape(local_n, -1, *v.shape[1:]) for k, v in local.items()}
+            else:
+                yield {
+                    k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+                    for k, v in local.items()
+                }
+
+    # ---- steps
+    def compile_train_step(self, train_step: Callable, state, batch, *, donate: bool = True):
+        """Compile `train_step` once for placed `state` and `batch` (ahead of time).
+
+        Returns `step(state, batch) -> (state, metrics)` with global metric sums.
+        """
+        donate_argnums = (0,) if donate else ()
+        if self.name == "pmap":
+            fn = jax.pmap(
+                _traced_with_axis(train_step, DATA_AXIS),
+                axis_name=DATA_AXIS,
+                devices=self.local_devices if not self.multi_process else None,
+                donate_argnums=donate_argnums,
+            )
+
+            def step(s, b):
+                s, m = fn(s, b)
+                return s, unreplicate(m)  # psum-ed in the step: every copy is the total
+
+            return step
+        if self.name == "single":
+            return jax.jit(train_step, donate_argnums=donate_argnums).lower(state, batch).compile()
+        state_sh = jax.tree.map(lambda _: self.replicated, state)
+        batch_sh = jax.tree.map(lambda _: self.batch_sharding, batch)
+        return (
+            jax.jit(
+                train_step,
+                in_shardings=(state_sh, batch_sh),
+                out_shardings=(state_sh, self.replicated),
+                donate_argnums=donate_argnums,
+            )
+            .lower(state, batch)
+            .compile()
+        )
+
+    def jit_eval_step(self, eval_step: Callable) -> Callable:
+        """`eval_step` compiled for this strategy; returns global metric sums."""
+        if self.name == "pmap":
+            fn = jax.pmap(
+                _traced_with_axis(eval_step, DATA_AXIS),
+                axis_name=DATA_AXIS,
+                devices=self.local_devices if not self.multi_process else None,
+            )
+
+            return lambda s, b: unreplicate(fn(s, b))  # psum-ed in the step
+        if self.name == "single":
+            return jax.jit(eval_step)
+        return jax.jit(eval_step, out_shardings=self.replicated)
+
+
+def get_strategy(
+    name: str | Strategy = "auto", devices: int | None = None, *, batch_size: int | None = None
+) -> Strategy:
+    """A `Strategy` by name over the first `devices` devices (all by default).
+
+    "auto" is "sharded" when more than one device is used and "single" otherwise. Given
+    the global `batch_size` and no device count, "auto" uses the most devices the batch
+    divides over (with a warning when that is fewer than all); an explicit strategy or
+    device count that the batch does not divide over is an error (`check_batch_size`).
+    """
+    if isinstance(name, Strategy):
+        if devices is not None and devices != name.num_devices:
+            raise ValueError(
+                f"The strategy given runs on {name.num_devices} devices, not devices={devices}."
+            )
+        return name
+    if name not in STRATEGIES:
+        raise unknown_name("strategy", name, STRATEGIES)
+    chosen = select_devices(1 if name == "single" and devices is None else devices)
+    if name == "auto" and devices is None and batch_size and jax.process_count() == 1:
+        fits = max(d for d in range(1, len(chosen) + 1) if batch_size % d == 0)
+        if fits < len(chosen):
+            warnings.warn(
+                f"batch_size {batch_size} does not divide over the {len(chosen)} devices; "
+                f"using {fits} of them. Pass a multiple of {len(chosen)} to use all.",
+                stacklevel=2,
+            )
+            chosen = chosen[:fits]
+    if name == "auto":
+        name = "sharded" if len(chosen) > 1 else "single"
+    if name == "single" and len(chosen) != 1:
+        raise ValueError(
+            f"The 'single' strategy runs on one device; got devices={len(chosen)}. Use "
+            "'sharded' or 'pmap' for several."
+        )
+    return Strategy(name=name, devices=tuple(chosen), mesh=Mesh(np.array(chosen), (DATA_AXIS,)))
+
+
+def psum_if_mapped(tree: Any) -> Any:
+    """`lax.psum` over the collective axis while traced under pmap; identity otherwise."""
+    axis = collective_axis()
+    return tree if axis is None else jax.lax.psum(tree, axis)
