@@ -109,10 +109,17 @@ def _cmd_train(args) -> int:
 def _report(res) -> None:
     par = res["parallel"]
     print(f"ran on {par['devices']} device(s), strategy {par['strategy']}")
-    print(
-        f"test accuracy: {res['test_accuracy']:.4f}  test loss: {res['test_loss']:.4f}  "
-        f"epochs: {res['epochs']}  train time: {res['train_time_s']:.1f}s"
-    )
+    parts = [f"test loss: {res['test_loss']:.4f}"]
+    if res.get("test_accuracy") is not None:
+        parts.insert(0, f"test accuracy: {res['test_accuracy']:.4f}")
+    if "mse_ratio" in res:
+        parts.append(f"MSE / predict-the-mean MSE: {res['mse_ratio']:.4f}")
+    if "bits_per_char" in res:
+        parts.append(f"bits per char: {res['bits_per_char']:.3f}")
+    parts += [f"epochs: {res['epochs']}", f"train time: {res['train_time_s']:.1f}s"]
+    print("  ".join(parts))
+    for text in res.get("samples", [])[1:]:
+        print(f"sample:\n{text}")
     print(f"wrote {res['out_dir']}/results.json, metrics.jsonl, curves.png, checkpoints/")
 
 

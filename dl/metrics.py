@@ -12,6 +12,12 @@ import jax
 import jax.numpy as jnp
 
 
+def expand_mask(mask: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Broadcast a per-example mask (B,) to per-position losses (B, T, ...)."""
+    mask = mask.astype(jnp.float32)
+    return jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (len(shape) - 1)), shape)
+
+
 def loss_and_accuracy(
     logits: jax.Array,
     labels: jax.Array,
@@ -22,24 +28,28 @@ def loss_and_accuracy(
 ) -> dict[str, jax.Array]:
     """Sums for one batch; examples with mask 0 (padding) count nowhere.
 
+    With one label per time step (labels (B, T), per-position losses (B, T)), every
+    position is counted: "count" is the number of labelled positions and the mean loss
+    is per position (per token for a language model).
+
     Args:
       logits: model outputs (B, ...).
       labels: targets (B, ...).
-      per_example_loss: (B,).
+      per_example_loss: (B,) or (B, T) per position.
       mask: (B,) weights in {0, 1}.
       loss: the loss name; accuracy is reported for the classification losses.
 
     Returns:
       {"loss_sum", "count"} and, for classification, "correct".
     """
-    m = mask.astype(jnp.float32)
+    m = expand_mask(mask, per_example_loss.shape)
     out = {
         "loss_sum": jnp.sum(per_example_loss.astype(jnp.float32) * m),
-        "count": jnp.sum(mask > 0).astype(jnp.int32),
+        "count": jnp.sum(m > 0).astype(jnp.int32),
     }
     if loss == "cross_entropy":
         hit = jnp.argmax(logits, axis=-1) == labels
-        out["correct"] = jnp.sum(hit & (mask > 0)).astype(jnp.int32)
+        out["correct"] = jnp.sum(hit & (expand_mask(mask, hit.shape) > 0)).astype(jnp.int32)
     elif loss == "binary_cross_entropy":
         hit = (logits > 0).reshape(logits.shape[0], -1) == (
             labels.reshape(labels.shape[0], -1) > 0.5

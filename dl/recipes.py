@@ -198,6 +198,53 @@ def load_config(out_dir: str | os.PathLike) -> TrainConfig:
         raise ValueError(f"Cannot resume from {out_dir}: config.json is unreadable ({e}).") from e
 
 
+def task_metrics(ds, final: dict[str, float], y_train) -> dict[str, float]:
+    """The headline numbers of a task beyond loss and accuracy.
+
+    - regression: test MSE, the MSE of predicting the training mean, and their ratio;
+    - language model: bits per character (the mean per-token loss in nats / ln 2).
+    """
+    import numpy as np
+
+    if ds.task == "regression":
+        mean = np.asarray(y_train, np.float64).mean(axis=0)
+        baseline = float(np.mean((np.asarray(ds.y_test, np.float64) - mean) ** 2))
+        return {
+            "test_mse": final["loss"],
+            "baseline_mse": baseline,
+            "mse_ratio": final["loss"] / baseline,
+        }
+    if ds.task == "language_model":
+        return {"bits_per_char": final["loss"] / float(np.log(2))}
+    return {}
+
+
+def sample_text(model, state, ds, *, seed: int = 0, length: int = 300) -> list[str]:
+    """Text from a trained character LM: greedy and sampled (T=0.8, top-k 10)
+    continuations of the start of the first test window."""
+    import jax
+
+    from dl.data import tokenizer
+    from dl.models import generate
+
+    tok = tokenizer(ds)
+    prompt = ds.x_test[0][:32]
+    variables = {"params": jax.device_get(state.params)}
+    out = []
+    for temperature, top_k in ((0.0, None), (0.8, 10)):
+        ids = generate(
+            model,
+            variables,
+            prompt,
+            length,
+            key=jax.random.key(seed),
+            temperature=temperature,
+            top_k=top_k,
+        )
+        out.append(tok.decode(ids))
+    return out
+
+
 def train_and_evaluate(
     config: TrainConfig,
     out_dir: str | os.PathLike | None = None,
@@ -253,7 +300,9 @@ def train_and_evaluate(
     eval_data["test"] = ds.test  # monitored for the curves only; never used for selection
     steps = data.num_batches(len(x_train), config.batch_size) * config.epochs
     tx = optim.make_optimizer(optim.OptimizerConfig(**config.optimizer_kwargs()), steps)
-    state = train.create_state(model, tx, ds.input_shape, seed=config.seed)
+    state = train.create_state(
+        model, tx, ds.input_shape, seed=config.seed, input_dtype=ds.input_dtype
+    )
     early = (
         train.EarlyStopping("val/accuracy", patience=config.patience)
         if config.patience is not None
@@ -264,11 +313,12 @@ def train_and_evaluate(
         train.make_train_step(
             model,
             tx,
+            loss=ds.loss,
             label_smoothing=config.label_smoothing,
             augment=data.AUGMENTATIONS[config.augment],
             skip_nonfinite=config.skip_nonfinite,
         ),
-        train.make_eval_step(model),
+        train.make_eval_step(model, loss=ds.loss),
         (x_train, y_train),
         epochs=config.epochs,
         batch_size=config.batch_size,
@@ -286,7 +336,7 @@ def train_and_evaluate(
         devices=devices,
     )
     final = train.evaluate(
-        train.make_eval_step(model),
+        train.make_eval_step(model, loss=ds.loss),
         result.state,
         *ds.test,
         strategy=get_strategy(result.strategy, result.num_devices),
@@ -295,8 +345,10 @@ def train_and_evaluate(
         title = f"{config.model} on {config.dataset}"
         plot_curves(result.history, out / "curves.png", title=title)
     results = {
-        "test_accuracy": final["accuracy"],
+        "task": ds.task,
+        "test_accuracy": final.get("accuracy"),
         "test_loss": final["loss"],
+        **task_metrics(ds, final, y_train),
         "train_time_s": result.train_time_s,
         "compile_time_s": result.compile_time_s,
         "total_time_s": time.perf_counter() - t_start,
@@ -316,7 +368,11 @@ def train_and_evaluate(
         "env": environment(),
         "history": result.history,
     }
+    if ds.task == "language_model":
+        results["samples"] = sample_text(model, result.state, ds, seed=config.seed)
     if writer:
         (out / "results.json").write_text(json.dumps(results, indent=2))
+        if "samples" in results:
+            (out / "samples.txt").write_text("\n\n----\n\n".join(results["samples"]))
     results["out_dir"] = str(out)
     return results

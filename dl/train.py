@@ -54,6 +54,8 @@ class TrainState:
       rng: the run's root key; the key of step t is `fold_in(rng, t)`.
       input_shape: per-example input shape the model was built for (static metadata).
       num_classes: size of the model's output (static metadata).
+      input_dtype: "float32", or "int32" for token ids (static metadata).
+      output_shape: per-example output shape, e.g. (10,) or (T, vocab) (static).
     """
 
     step: jax.Array
@@ -63,6 +65,8 @@ class TrainState:
     rng: jax.Array
     input_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
     num_classes: int = struct.field(pytree_node=False, default=0)
+    input_dtype: str = struct.field(pytree_node=False, default="float32")
+    output_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
 
 
 def create_state(
@@ -72,6 +76,7 @@ def create_state(
     *,
     seed: int = 0,
     key: jax.Array | None = None,
+    input_dtype: str = "float32",
 ) -> TrainState:
     """Initialise parameters, batch statistics and optimizer state.
 
@@ -81,6 +86,7 @@ def create_state(
       input_shape: the per-example input shape, e.g. `dataset.input_shape`.
       seed: seed of the root key (ignored when `key` is given).
       key: a `jax.random.key` to use instead of `seed`.
+      input_dtype: "float32" for numbers, "int32" for token ids (`dataset.input_dtype`).
 
     Returns:
       A `TrainState` at step 0.
@@ -93,9 +99,11 @@ def create_state(
         ) from None
     if not input_shape or min(input_shape) < 1:
         raise ValueError(f"input_shape must be non-empty with positive sizes; got {input_shape}.")
+    if input_dtype not in ("float32", "int32"):
+        raise ValueError(f"input_dtype must be 'float32' or 'int32'; got {input_dtype!r}.")
     root = jax.random.key(seed) if key is None else key
     init_key, dropout_key, run_key = jax.random.split(root, 3)
-    x = jnp.zeros((1, *input_shape), jnp.float32)
+    x = jnp.zeros((1, *input_shape), input_dtype)
 
     def init(k_params, k_dropout):
         return model.init({"params": k_params, "dropout": k_dropout}, x, train=False)
@@ -118,6 +126,8 @@ def create_state(
         rng=run_key,
         input_shape=input_shape,
         num_classes=int(out.shape[-1]),
+        input_dtype=input_dtype,
+        output_shape=tuple(int(d) for d in out.shape[1:]),
     )
 
 
@@ -137,8 +147,8 @@ def _unpack(state: TrainState, batch: Batch):
     mask = batch.get("mask")
     if mask is None:
         mask = jnp.ones((x.shape[0],), jnp.float32)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.float32)
+    if x.dtype != jnp.dtype(state.input_dtype):
+        x = x.astype(state.input_dtype)
     return x, y, mask
 
 
@@ -215,14 +225,15 @@ def make_train_step(
         aug_key, dropout_key = jax.random.split(key)
         if augment is not None:
             x = augment(aug_key, x)
-        count = psum_if_mapped(jnp.sum(mask))
 
         def objective(params):
             logits, new_stats = _apply(
                 model, params, state.batch_stats, x, train=True, rngs={"dropout": dropout_key}
             )
-            per_ex = per_example(logits, y)
-            return jnp.sum(per_ex * mask) / jnp.maximum(count, 1.0), (logits, per_ex, new_stats)
+            per_ex = per_example(logits, y)  # (B,) or (B, T) with one label per step
+            m = metrics_lib.expand_mask(mask, per_ex.shape)
+            count = psum_if_mapped(jnp.sum(m))
+            return jnp.sum(per_ex * m) / jnp.maximum(count, 1.0), (logits, per_ex, new_stats)
 
         (loss_value, (logits, per_ex, new_stats)), grads = jax.value_and_grad(
             objective, has_aux=True
@@ -249,6 +260,7 @@ def make_train_step(
         return new_state, metrics
 
     train_step.skip_nonfinite = skip_nonfinite  # read by fit's divergence guard
+    train_step.loss = loss  # read by fit to check the targets
     return train_step
 
 
@@ -276,7 +288,13 @@ def make_eval_step(
 
 def predict(model: nn.Module, state: TrainState, x, *, batch_size: int = 512) -> np.ndarray:
     """Model outputs (logits) for inputs `x`, in inference mode, as a numpy array."""
-    x, _ = check_arrays(x, np.zeros(len(x), np.int32), input_shape=state.input_shape, name="x")
+    x, _ = check_arrays(
+        x,
+        np.zeros(len(x), np.int32),
+        input_shape=state.input_shape,
+        name="x",
+        integer_inputs=state.input_dtype == "int32",
+    )
     fn = jax.jit(lambda s, xb: _apply(model, s.params, s.batch_stats, xb, train=False)[0])
     out = [
         fn(state, b["x"])
@@ -537,12 +555,18 @@ def fit(
         checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir, the folder to resume from.")
-    ncls = state.num_classes if check_labels else None
-    x, y = check_arrays(*train_data, input_shape=state.input_shape, num_classes=ncls, name="train")
-    evals = {
-        name: check_arrays(*xy, input_shape=state.input_shape, num_classes=ncls, name=name)
-        for name, xy in (eval_data or {}).items()
-    }
+    # Labels for cross-entropy (one per example, or one per step for sequence outputs);
+    # real values for the other losses.
+    labels = getattr(train_step, "loss", "cross_entropy") == "cross_entropy"
+    checks = dict(
+        input_shape=state.input_shape,
+        num_classes=state.num_classes if check_labels and labels else None,
+        targets="labels" if labels else "values",
+        label_shape=tuple(state.output_shape[:-1]),
+        integer_inputs=state.input_dtype == "int32",
+    )
+    x, y = check_arrays(*train_data, name="train", **checks)
+    evals = {name: check_arrays(*xy, name=name, **checks) for name, xy in (eval_data or {}).items()}
     if early_stopping is not None:
         set_name = early_stopping.monitor.split("/", 1)[0]
         if set_name not in evals:

@@ -13,10 +13,21 @@ from dl.data.datasets import (
     load_shapes,
     validation_split,
 )
+from dl.data.sequences import DATASETS as _SEQUENCE_DATASETS
+from dl.data.sequences import (
+    CharTokenizer,
+    load_adding,
+    load_mnist5k_rows,
+    load_pytext,
+    tokenizer,
+)
 from dl.data.validate import check_arrays
+
+DATASETS.update(_SEQUENCE_DATASETS)
 
 __all__ = [
     "AUGMENTATIONS",
+    "CharTokenizer",
     "DATASETS",
     "SHAPE_CLASSES",
     "Dataset",
@@ -24,6 +35,10 @@ __all__ = [
     "check_arrays",
     "epoch_indices",
     "load",
+    "load_adding",
+    "load_mnist5k_rows",
+    "load_pytext",
+    "tokenizer",
     "load_digits",
     "load_mnist1d",
     "load_mnist5k",

@@ -19,15 +19,19 @@ from dl._errors import check_fraction, check_positive_int, unknown_name
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A labelled classification dataset held as numpy arrays.
+    """A dataset held as numpy arrays.
 
     Attributes:
       name: registry name, e.g. "mnist5k".
-      x_train, y_train, x_test, y_test: arrays; x is float32 (N, *input_shape), y int32 (N,).
-      num_classes: number of classes; labels lie in [0, num_classes).
+      x_train, y_train, x_test, y_test: arrays; x is float32 (N, *input_shape) (int32
+        token ids for a language model); y is int32 (N,) for classification, int32
+        (N, T) next tokens for a language model, float32 (N, 1) for regression.
+      num_classes: number of classes (the vocabulary size for a language model; 1 for a
+        scalar regression); labels lie in [0, num_classes).
       input_shape: per-example shape of x, e.g. (28, 28, 1).
-      class_names: one name per class.
+      class_names: one name per class (the characters, for a character vocabulary).
       description: one line saying where the data comes from.
+      task: "classification", "regression" or "language_model".
     """
 
     name: str
@@ -39,6 +43,17 @@ class Dataset:
     input_shape: tuple[int, ...]
     class_names: tuple[str, ...]
     description: str = ""
+    task: str = "classification"
+
+    @property
+    def input_dtype(self) -> str:
+        """ "int32" for token ids, else "float32" (pass it to `dl.train.create_state`)."""
+        return "int32" if np.issubdtype(self.x_train.dtype, np.integer) else "float32"
+
+    @property
+    def loss(self) -> str:
+        """The loss the task trains with: "mse" for regression, else "cross_entropy"."""
+        return "mse" if self.task == "regression" else "cross_entropy"
 
     @property
     def train(self) -> tuple[np.ndarray, np.ndarray]:
@@ -71,8 +86,9 @@ def validation_split(
     from sklearn.model_selection import train_test_split
 
     fraction = check_fraction("validation fraction", fraction, allow_zero=False)
+    classes = np.ndim(y) == 1 and np.issubdtype(np.asarray(y).dtype, np.integer)
     x_tr, x_val, y_tr, y_val = train_test_split(
-        x, y, test_size=fraction, random_state=seed, stratify=y
+        x, y, test_size=fraction, random_state=seed, stratify=y if classes else None
     )
     return (x_tr, y_tr), (x_val, y_val)
 
@@ -310,7 +326,8 @@ def load(name: str, **kwargs) -> Dataset:
     """Load an embedded dataset by name.
 
     Args:
-      name: one of `DATASETS` ("digits", "mnist5k", "mnist1d", "shapes").
+      name: one of `DATASETS` ("digits", "mnist5k", "mnist1d", "shapes", "mnist5k_rows",
+        "adding", "pytext").
       **kwargs: loader options (e.g. `seed`, `num_samples` for mnist1d).
 
     Returns:

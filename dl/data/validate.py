@@ -12,22 +12,31 @@ def check_arrays(
     input_shape: tuple[int, ...] | None = None,
     num_classes: int | None = None,
     name: str = "data",
+    targets: str = "labels",
+    label_shape: tuple[int, ...] = (),
+    integer_inputs: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check a labelled array pair and return it as numpy arrays.
 
     Checks: x is a non-empty numeric array; x and y have the same length; x has the
     per-example shape the model expects; x is finite; y holds integer labels in
-    [0, num_classes). Each failure raises a ValueError that names the value received.
+    [0, num_classes) (or finite values). Each failure raises a ValueError that names the
+    value received.
 
     Args:
       x: inputs (N, *input_shape).
-      y: integer labels (N,).
+      y: integer labels (N, *label_shape), or target values (N, ...) for regression.
       input_shape: expected per-example shape of x, or None to skip the check.
       num_classes: labels must lie in [0, num_classes); None skips the range check.
       name: what the arrays are called in error messages ("train", "test", ...).
+      targets: "labels" (integer classes) or "values" (real-valued regression targets).
+      label_shape: per-example shape of the labels: () for one label per example,
+        (T,) for one per time step (sequence labelling, language models).
+      integer_inputs: x holds integer token ids (kept as int32) rather than numbers.
 
     Returns:
-      (x, y) as numpy arrays (x float32 unless it was another float type, y int32).
+      (x, y) as numpy arrays (x float32 unless it was another float type, or int32 token
+      ids; y int32 labels or float32 values).
     """
     try:
         x = np.asarray(x)
@@ -38,12 +47,21 @@ def check_arrays(
         raise ValueError(f"{name}: x must be numeric; got dtype {x.dtype}.")
     if x.ndim == 0 or len(x) == 0:
         raise ValueError(f"{name}: x is empty (shape {x.shape}); need at least one example.")
-    if y.ndim != 1:
-        raise ValueError(
-            f"{name}: y must be a 1-D array of integer labels; got shape {y.shape}. "
-            "Pass class indices, not one-hot vectors (use y.argmax(-1))."
+    if targets not in ("labels", "values"):
+        raise ValueError(f"targets must be 'labels' or 'values'; got {targets!r}.")
+    if targets == "labels" and tuple(y.shape[1:]) != tuple(label_shape):
+        want = (
+            f"({len(x)},)" if not label_shape else f"({len(x)}, {', '.join(map(str, label_shape))})"
         )
-    if len(y) != len(x):
+        hint = (
+            " Pass class indices, not one-hot vectors (use y.argmax(-1))."
+            if not label_shape and y.ndim == 2
+            else ""
+        )
+        raise ValueError(
+            f"{name}: y must hold integer labels of shape {want}; got shape {y.shape}.{hint}"
+        )
+    if y.ndim == 0 or len(y) != len(x):
         raise ValueError(f"{name}: x has {len(x)} examples but y has {len(y)} labels.")
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
         hint = ""
@@ -53,7 +71,13 @@ def check_arrays(
             f"{name}: x has per-example shape {tuple(x.shape[1:])} but the model was built "
             f"for {tuple(input_shape)}.{hint}"
         )
-    if not np.issubdtype(x.dtype, np.floating):
+    if integer_inputs:
+        if not np.issubdtype(x.dtype, np.integer):
+            raise ValueError(f"{name}: x must hold integer token ids; got dtype {x.dtype}.")
+        if x.min() < 0:
+            raise ValueError(f"{name}: token ids must be >= 0; got {int(x.min())}.")
+        x = x.astype(np.int32)
+    elif not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -62,6 +86,11 @@ def check_arrays(
             f"{name}: x contains {int(bad.sum())} NaN or Inf values (first in example "
             f"{first}). Clean or impute the inputs before training."
         )
+    if targets == "values":
+        y = y.astype(np.float32)
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"{name}: y contains {int((~np.isfinite(y)).sum())} NaN/Inf values.")
+        return x, y
     if not np.issubdtype(y.dtype, np.integer):
         if (
             np.issubdtype(y.dtype, np.floating)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -11,7 +12,9 @@ from dl._errors import unknown_name
 from dl.models.cnn import CNN, LeNet5
 from dl.models.layers import ACTIVATIONS
 from dl.models.mlp import MLP
+from dl.models.recurrent import GRU, LSTM, RecurrentClassifier, SimpleRNN
 from dl.models.resnet import BasicBlock, ResNet
+from dl.models.transformer import DecoderLM, TransformerClassifier, ViT, generate
 
 
 def _linear(num_classes: int, **kw) -> MLP:
@@ -25,7 +28,21 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "lenet5": (LeNet5, "LeNet-5 (LeCun 1998) for images >= 16x16"),
     "cnn": (CNN, "configurable conv stack, 1-D or 2-D, optional batch norm (VGG-style)"),
     "resnet": (ResNet, "CIFAR-style ResNet-20 (He 2016); blocks_per_stage sets the depth"),
+    "rnn": (
+        functools.partial(RecurrentClassifier, cell="simple"),
+        "SimpleRNN (Elman) over sequences (B, T, F) or image rows; stacked, bidirectional",
+    ),
+    "lstm": (functools.partial(RecurrentClassifier, cell="lstm"), "LSTM, same options as rnn"),
+    "gru": (functools.partial(RecurrentClassifier, cell="gru"), "GRU, same options as rnn"),
+    "transformer": (
+        TransformerClassifier,
+        "pre-LN Transformer encoder classifier; sinusoidal or learned positions",
+    ),
+    "vit": (ViT, "Vision Transformer: patch embedding, class token, pre-LN blocks"),
+    "lm": (DecoderLM, "decoder-only causal language model over token ids, with generate()"),
 }
+# Models that read integer token ids rather than numbers.
+TOKEN_MODELS = ("lm",)
 
 
 def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
@@ -47,8 +64,9 @@ def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}.")
     ctor = MODELS[name][0]
-    cls = MLP if ctor is _linear else ctor
+    cls = MLP if ctor is _linear else getattr(ctor, "func", ctor)
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "num_classes"}
+    fields -= set(getattr(ctor, "keywords", {}))  # fixed by the registry (e.g. cell)
     if ctor is _linear:
         fields -= {"widths"}
     unknown = set(kwargs) - fields
@@ -63,4 +81,21 @@ def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     return ctor(num_classes=num_classes, **kwargs)
 
 
-__all__ = ["CNN", "MLP", "MODELS", "BasicBlock", "LeNet5", "ResNet", "get_model"]
+__all__ = [
+    "CNN",
+    "GRU",
+    "LSTM",
+    "MLP",
+    "MODELS",
+    "TOKEN_MODELS",
+    "BasicBlock",
+    "DecoderLM",
+    "LeNet5",
+    "RecurrentClassifier",
+    "ResNet",
+    "SimpleRNN",
+    "TransformerClassifier",
+    "ViT",
+    "generate",
+    "get_model",
+]
