@@ -66,6 +66,7 @@ def _cmd_train(args) -> int:
     config = default_config(
         args.model,
         args.dataset,
+        quick=args.quick,
         epochs=args.epochs,
         batch_size=args.batch_size,
         optimizer=args.optimizer,
@@ -116,6 +117,7 @@ def _report(res) -> None:
         parts.append(f"MSE / predict-the-mean MSE: {res['mse_ratio']:.4f}")
     if "bits_per_char" in res:
         parts.append(f"bits per char: {res['bits_per_char']:.3f}")
+        parts.append(f"known words in the sample: {res['sample_known_words']:.0%}")
     parts += [f"epochs: {res['epochs']}", f"train time: {res['train_time_s']:.1f}s"]
     print("  ".join(parts))
     for text in res.get("samples", [])[1:]:
@@ -151,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-fraction", type=float, help="hold out this share for validation")
     t.add_argument("--patience", type=int, help="early stopping on val/accuracy")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--quick",
+        action="store_true",
+        help="the recipe's quick variant (fewer epochs; for tests and small machines)",
+    )
     t.add_argument(
         "--model-arg",
         action="append",
