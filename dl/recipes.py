@@ -53,7 +53,6 @@ _BY_MODEL: dict[str, dict[str, Any]] = {
         learning_rate=2e-3,
         clip_norm=1.0,
         model_kwargs={"d_model": 128, "num_layers": 3, "mlp_dim": 512, "max_len": 64},
-        dataset_kwargs={"seq_len": 64},
     ),
 }
 _BY_MODEL_DATASET: dict[tuple[str, str], dict[str, Any]] = {
@@ -76,6 +75,7 @@ _BY_MODEL_DATASET: dict[tuple[str, str], dict[str, Any]] = {
     ("lstm", "adding"): dict(epochs=15, model_kwargs={"hidden": 64}),
     ("rnn", "adding"): dict(epochs=15, model_kwargs={"hidden": 64}),
     ("gru", "adding"): dict(epochs=15, model_kwargs={"hidden": 64}),
+    ("lm", "pytext"): dict(dataset_kwargs={"seq_len": 64}),
     # Rows of the image as 28 tokens; random shifts as for the CNN.
     ("transformer", "mnist5k"): dict(augment="shift"),
 }
@@ -349,6 +349,18 @@ def train_and_evaluate(
     if writer:
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     ds = data.load(config.dataset, **config.dataset_kwargs)
+    reads_tokens = config.model in models.TOKEN_MODELS
+    if reads_tokens != (ds.input_dtype == "int32"):
+        raise ValueError(
+            f"Model {config.model!r} reads {'token ids' if reads_tokens else 'numbers'} but "
+            f"dataset {config.dataset!r} holds {'token ids' if not reads_tokens else 'numbers'}"
+            f" ({ds.input_dtype}). "
+            + (
+                "Use a text dataset: pytext."
+                if reads_tokens
+                else f"Use a language model ({', '.join(models.TOKEN_MODELS)})."
+            )
+        )
     model = models.get_model(config.model, ds.num_classes, **config.model_kwargs)
     x_train, y_train = ds.train
     eval_data = {}

@@ -86,8 +86,14 @@ def test_val_split_early_stopping_and_model_args(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, match",
     [
-        (["--model", "transformerz"], r"Unknown model 'transformerz'. Valid choices: cnn, lenet5"),
-        (["--dataset", "cifar"], r"Unknown dataset 'cifar'. Valid choices: digits, mnist1d"),
+        (
+            ["--model", "transformerz"],
+            r"Unknown model 'transformerz'. Valid.*Did you mean 'transformer'",
+        ),
+        (
+            ["--dataset", "cifar"],
+            r"Unknown dataset 'cifar'. Valid choices: adding, digits",
+        ),
         (["--lr", "-0.1"], "learning_rate must be a positive finite number; got -0.1"),
         (["--batch-size", "0"], "batch_size must be a positive integer; got 0"),
         (["--epochs", "-1"], "epochs must be a positive integer; got -1"),
@@ -139,3 +145,32 @@ def test_train_devices_errors(tmp_path, capsys):
     rc = main([*args, "--devices", "64", "--out", str(tmp_path / "b")])
     assert rc == 2
     assert "Asked for 64 devices but 8 are visible" in capsys.readouterr().err
+
+
+def test_train_sequence_regression_and_listing(tmp_path, capsys):
+    args = ["train", "--model", "gru", "--dataset", "adding", "--epochs", "2", "--no-progress"]
+    args += ["--dataset-arg", "length=20", "--dataset-arg", "num_train=512"]
+    args += ["--model-arg", "hidden=16", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["task"] == "regression" and res["test_accuracy"] is None
+    assert f"MSE / predict-the-mean MSE: {res['mse_ratio']:.4f}" in out
+    assert res["test_mse"] == pytest.approx(res["mse_ratio"] * res["baseline_mse"])
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("rnn", "lstm", "gru", "transformer", "vit", "lm"):
+        assert f"\n{name} " in "\n" + listed
+    assert main(["datasets"]) == 0
+    assert "pytext" in capsys.readouterr().out
+
+
+def test_train_model_that_cannot_read_the_dataset(tmp_path, capsys):
+    rc = main(["train", "--model", "lm", "--dataset", "digits", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "Model 'lm' reads token ids but dataset 'digits' holds numbers" in (
+        capsys.readouterr().err
+    )
+    rc = main(["train", "--model", "gru", "--dataset", "pytext", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "Use a language model (lm)" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Acceptance runs of issue 2: the default recipes, exactly as `dl train` runs them."""
+"""Acceptance runs: the default recipes (issue 2) and the sequence recipes' quick variants
+(issue 5), as `dl train` runs them on one device."""
 
 import re
 
@@ -17,7 +18,7 @@ from dl.recipes import default_config, train_and_evaluate
     ],
 )
 def test_default_recipe_reaches_target(model, dataset, lo, hi, tmp_path):
-    res = train_and_evaluate(default_config(model, dataset), tmp_path, progress=False)
+    res = train_and_evaluate(default_config(model, dataset), tmp_path, progress=False, devices=1)
     assert lo <= res["test_accuracy"] <= hi, res["test_accuracy"]
     assert res["epochs"] == default_config(model, dataset).epochs
 
@@ -32,7 +33,10 @@ def test_overrides_and_unknown_fields():
 
 # Issue 5: each sequence recipe's quick variant, asserted on its metric.
 def _quick(model, dataset, tmp_path):
-    return train_and_evaluate(default_config(model, dataset, quick=True), tmp_path, progress=False)
+    # One device, as `dl train` runs on this machine and as the README reports; the
+    # strategies' equivalence is tested in test_parallel.py.
+    config = default_config(model, dataset, quick=True)
+    return train_and_evaluate(config, tmp_path, progress=False, devices=1)
 
 
 def test_gru_on_mnist1d_quick(tmp_path):

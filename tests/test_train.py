@@ -230,3 +230,41 @@ def test_predict_matches_eval_accuracy():
     assert logits.shape == (len(ds.x_test), 10)
     acc = float((logits.argmax(-1) == ds.y_test).mean())
     assert acc == pytest.approx(res.history[-1]["test/accuracy"])
+
+
+def test_per_step_labels_count_every_position():
+    """A language model: labels (B, T); the loss is the mean over the unmasked positions
+    and the metrics count positions."""
+    import optax
+
+    model = models.get_model("lm", 11, d_model=16, num_heads=2, mlp_dim=32, max_len=6)
+    tx = optax.sgd(0.0)  # no update: compare the loss with a hand computation
+    state = train.create_state(model, tx, (6,), input_dtype="int32")
+    assert state.output_shape == (6, 11) and state.input_dtype == "int32"
+    x = jax.random.randint(jax.random.key(0), (4, 6), 0, 11)
+    y = jax.random.randint(jax.random.key(1), (4, 6), 0, 11)
+    mask = jnp.array([1.0, 1.0, 1.0, 0.0])
+    _, m = jax.jit(train.make_train_step(model, tx))(state, {"x": x, "y": y, "mask": mask})
+    logits = model.apply({"params": state.params}, x)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)[:3]
+    assert int(m["count"]) == 18
+    np.testing.assert_allclose(float(m["loss_sum"]) / 18, float(ce.mean()), rtol=1e-5)
+    hits = (jnp.argmax(logits, -1) == y)[:3]
+    assert int(m["correct"]) == int(hits.sum())
+
+
+def test_fit_checks_sequence_labels_and_token_inputs():
+    model = models.get_model("lm", 11, d_model=16, num_heads=2, mlp_dim=32, max_len=6)
+    tx = optim.make_optimizer("adam", learning_rate=1e-3)
+    state = train.create_state(model, tx, (6,), input_dtype="int32")
+    step, ev = train.make_train_step(model, tx), train.make_eval_step(model)
+    x = np.random.default_rng(0).integers(0, 11, (64, 6))
+    kw = {"epochs": 1, "batch_size": 32, "progress": False, "strategy": "single"}
+    res = train.fit(state, step, ev, (x, x), **kw)
+    assert res.history[0]["train/count"] == 64 * 6
+    with pytest.raises(ValueError, match=r"integer labels of shape \(64, 6\); got shape \(64,\)"):
+        train.fit(state, step, ev, (x, x[:, 0]), **kw)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 11\)"):
+        train.fit(state, step, ev, (x, x + 5), **kw)
+    with pytest.raises(ValueError, match="integer token ids"):
+        train.fit(state, step, ev, (x.astype(np.float32), x), **kw)

@@ -49,6 +49,8 @@ def check_arrays(
         raise ValueError(f"{name}: x is empty (shape {x.shape}); need at least one example.")
     if targets not in ("labels", "values"):
         raise ValueError(f"targets must be 'labels' or 'values'; got {targets!r}.")
+    if y.ndim == 0:
+        raise ValueError(f"{name}: y must be an array with one entry per example; got {y!r}.")
     if targets == "labels" and tuple(y.shape[1:]) != tuple(label_shape):
         want = (
             f"({len(x)},)" if not label_shape else f"({len(x)}, {', '.join(map(str, label_shape))})"
@@ -61,7 +63,7 @@ def check_arrays(
         raise ValueError(
             f"{name}: y must hold integer labels of shape {want}; got shape {y.shape}.{hint}"
         )
-    if y.ndim == 0 or len(y) != len(x):
+    if len(y) != len(x):
         raise ValueError(f"{name}: x has {len(x)} examples but y has {len(y)} labels.")
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
         hint = ""
