@@ -44,7 +44,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dl._errors import unknown_name
-from dl.data.batching import Remainder, epoch_indices
+from dl.data.batching import Remainder, epoch_plan
 
 DATA_AXIS = "data"
 STRATEGIES = ("auto", "single", "sharded", "pmap")
@@ -337,19 +337,7 @@ class Strategy:
         """
         x, y = data
         self.check_batch_size(batch_size)
-        n = _rows(x)
-        if n == 0:
-            raise ValueError("Cannot batch an empty dataset (0 examples).")
-        if remainder == "drop" and batch_size > n:
-            raise ValueError(
-                f"batch_size {batch_size} is larger than the {n} examples, so remainder='drop'"
-                " gives no batch. Lower batch_size or use remainder='pad'."
-            )
-        idx, mask = epoch_indices(
-            n, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, remainder=remainder
-        )
-        if not 0 <= start <= idx.shape[0]:
-            raise ValueError(f"start must be in [0, {idx.shape[0]}]; got {start!r}.")
+        idx, mask = epoch_plan(_rows(x), batch_size, seed, epoch, shuffle, remainder, start)
         if self.multi_process:
             yield from self._host_batches(x, y, np.asarray(idx), np.asarray(mask), start)
             return

@@ -272,20 +272,13 @@ def test_two_processes_agree_with_one(strategy, digits, tmp_path):
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-3000:]
 
-    model = models.get_model("mlp", digits.num_classes, widths=(32,))
-    tx = optim.make_optimizer("sgd", learning_rate=0.1, momentum=0.9)
-    state = train.create_state(model, tx, digits.input_shape, seed=0)
-    ref = train.fit(
-        state,
-        train.make_train_step(model, tx),
-        train.make_eval_step(model),
-        (digits.x_train, digits.y_train),
-        epochs=2,
-        batch_size=64,
-        eval_data={"test": (digits.x_test, digits.y_test)},
-        progress=False,
-        strategy="single",
-    )
+    sys.path.insert(0, str(worker.parent))
+    try:
+        import _distributed_worker
+    finally:
+        sys.path.remove(str(worker.parent))
+    ref = _distributed_worker.run("single")
+    state = _distributed_worker.setup()[-1]
     ref_leaves = [np.asarray(a) for a in jax.tree.leaves(ref.state.params)]
     for pid in range(2):
         z = np.load(tmp_path / f"process{pid}.npz")

@@ -63,6 +63,33 @@ def epoch_indices(
     return idx.reshape(nb, batch_size), mask.reshape(nb, batch_size)
 
 
+def epoch_plan(
+    n: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
+    remainder: Remainder,
+    start: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Check an epoch's arguments and return its `epoch_indices` (shared by `batches` and
+    `dl.parallel.Strategy.batches`, so every strategy sees the same batches)."""
+    batch_size = check_positive_int("batch_size", batch_size)
+    if n == 0:
+        raise ValueError("Cannot batch an empty dataset (0 examples).")
+    if remainder == "drop" and batch_size > n:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {n} examples, so remainder='drop' "
+            "gives no batch. Lower batch_size or use remainder='pad'."
+        )
+    idx, mask = epoch_indices(
+        n, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, remainder=remainder
+    )
+    if not 0 <= start <= idx.shape[0]:
+        raise ValueError(f"start must be in [0, {idx.shape[0]}]; got {start!r}.")
+    return idx, mask
+
+
 @jax.jit
 def _gather(x, y, idx, mask):
     return {"x": jnp.take(x, idx, axis=0), "y": jnp.take(y, idx, axis=0), "mask": mask}
@@ -99,23 +126,10 @@ def batches(
     >>> [b["x"].shape for b in batches(xs, ys, 4, remainder="pad")]
     [(4, 3), (4, 3), (4, 3)]
     """
-    batch_size = check_positive_int("batch_size", batch_size)
-    n = len(x)
-    if len(y) != n:
-        raise ValueError(f"x and y differ in length: {n} examples in x, {len(y)} labels in y.")
-    if n == 0:
-        raise ValueError("Cannot batch an empty dataset (0 examples).")
-    if remainder == "drop" and batch_size > n:
-        raise ValueError(
-            f"batch_size {batch_size} is larger than the {n} examples, so remainder='drop' "
-            "gives no batch. Lower batch_size or use remainder='pad'."
-        )
+    if len(y) != len(x):
+        raise ValueError(f"x and y differ in length: {len(x)} examples in x, {len(y)} labels in y.")
+    idx, mask = epoch_plan(len(x), batch_size, seed, epoch, shuffle, remainder, start)
     x = x if isinstance(x, jax.Array) else jax.device_put(np.asarray(x))
     y = y if isinstance(y, jax.Array) else jax.device_put(np.asarray(y))
-    idx, mask = epoch_indices(
-        n, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, remainder=remainder
-    )
-    if not 0 <= start <= idx.shape[0]:
-        raise ValueError(f"start must be in [0, {idx.shape[0]}]; got {start!r}.")
     for i in range(start, idx.shape[0]):
         yield _gather(x, y, idx[i], mask[i])
