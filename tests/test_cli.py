@@ -148,13 +148,14 @@ def test_train_devices_errors(tmp_path, capsys):
 
 
 def test_train_sequence_regression_and_listing(tmp_path, capsys):
-    args = ["train", "--model", "gru", "--dataset", "adding", "--epochs", "2", "--no-progress"]
+    args = ["train", "--model", "lstm", "--dataset", "adding", "--quick", "--no-progress"]
     args += ["--dataset-arg", "length=20", "--dataset-arg", "num_train=512"]
     args += ["--model-arg", "hidden=16", "--out", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["task"] == "regression" and res["test_accuracy"] is None
+    assert res["epochs"] == 8  # the quick variant of lstm/adding
     assert f"MSE / predict-the-mean MSE: {res['mse_ratio']:.4f}" in out
     assert res["test_mse"] == pytest.approx(res["mse_ratio"] * res["baseline_mse"])
     assert main(["models"]) == 0
