@@ -1,0 +1,180 @@
+"""Graph neural networks on padded arrays: static shapes, so every step compiles once.
+
+A batch of graphs is one big disconnected graph (`Graphs`): node features, edges as
+(sender, receiver) index arrays, masks for the padding, and the graph each node belongs
+to. Messages flow along edges sender -> receiver and are summed per receiver with
+`jax.ops.segment_sum`; padded edges point at a padded node and are masked out.
+
+(jraph did the same with a `GraphsTuple`; it is no longer maintained, so the few lines
+it would give are written here.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+
+@struct.dataclass
+class Graphs:
+    """A padded batch of graphs.
+
+    Attributes:
+      nodes: (N, F) node features; rows past the real nodes are padding.
+      senders, receivers: (E,) int32 edge endpoints; a directed edge sender -> receiver.
+        An undirected graph lists both directions.
+      node_mask: (N,) bool, real nodes.
+      edge_mask: (E,) bool, real edges.
+      node_graph: (N,) int32, the graph of each node (padding: the last graph slot).
+      graph_mask: (G,) bool, real graphs.
+    """
+
+    nodes: jax.Array
+    senders: jax.Array
+    receivers: jax.Array
+    node_mask: jax.Array
+    edge_mask: jax.Array
+    node_graph: jax.Array
+    graph_mask: jax.Array
+
+    @property
+    def num_nodes(self) -> int:
+        return self.nodes.shape[0]
+
+    @property
+    def num_graphs(self) -> int:
+        return self.graph_mask.shape[0]
+
+
+def pad_graphs(
+    graphs: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    max_nodes: int | None = None,
+    max_edges: int | None = None,
+    max_graphs: int | None = None,
+) -> Graphs:
+    """Pack graphs into one padded `Graphs`.
+
+    Args:
+      graphs: (node features (n, F), edges (m, 2) of [sender, receiver] within the graph).
+      max_nodes, max_edges, max_graphs: padded sizes (default: exactly what is needed
+        plus one padding node and one padding graph). Fixed sizes keep shapes static
+        across batches.
+
+    Returns:
+      A `Graphs` of numpy arrays.
+    """
+    if not graphs:
+        raise ValueError("pad_graphs needs at least one graph.")
+    feats = [np.asarray(f, np.float32) for f, _ in graphs]
+    edges = [np.asarray(e, np.int64).reshape(-1, 2) for _, e in graphs]
+    widths = {f.shape[1] for f in feats if f.ndim == 2}
+    if len(widths) != 1 or any(f.ndim != 2 for f in feats):
+        raise ValueError(
+            f"Every graph needs node features of shape (n, F) with one F; got "
+            f"{sorted({f.shape for f in feats})}."
+        )
+    n_real = sum(len(f) for f in feats)
+    e_real = sum(len(e) for e in edges)
+    n_tot = max_nodes if max_nodes is not None else n_real + 1
+    e_tot = max_edges if max_edges is not None else max(e_real, 1)
+    g_tot = max_graphs if max_graphs is not None else len(graphs) + 1
+    if n_tot < n_real + 1 or e_tot < e_real or g_tot < len(graphs) + 1:
+        raise ValueError(
+            f"The batch needs max_nodes >= {n_real + 1}, max_edges >= {e_real} and "
+            f"max_graphs >= {len(graphs) + 1} (one padding node and graph); got "
+            f"{n_tot}, {e_tot}, {g_tot}."
+        )
+    nodes = np.zeros((n_tot, widths.pop()), np.float32)
+    senders = np.full(e_tot, n_tot - 1, np.int32)
+    receivers = np.full(e_tot, n_tot - 1, np.int32)
+    node_graph = np.full(n_tot, g_tot - 1, np.int32)
+    offset, eo = 0, 0
+    for g, (f, e) in enumerate(zip(feats, edges, strict=True)):
+        if len(e) and (e.min() < 0 or e.max() >= len(f)):
+            raise ValueError(
+                f"Graph {g} has {len(f)} nodes but an edge refers to node "
+                f"{int(e.max()) if e.max() >= len(f) else int(e.min())}."
+            )
+        nodes[offset : offset + len(f)] = f
+        senders[eo : eo + len(e)] = e[:, 0] + offset
+        receivers[eo : eo + len(e)] = e[:, 1] + offset
+        node_graph[offset : offset + len(f)] = g
+        offset += len(f)
+        eo += len(e)
+    return Graphs(
+        nodes=nodes,
+        senders=senders,
+        receivers=receivers,
+        node_mask=np.arange(n_tot) < n_real,
+        edge_mask=np.arange(e_tot) < e_real,
+        node_graph=node_graph,
+        graph_mask=np.arange(g_tot) < len(graphs),
+    )
+
+
+def gcn_normalised_adjacency_apply(g: Graphs, h: jax.Array) -> jax.Array:
+    """D^-1/2 (A + I) D^-1/2 h with A from the real edges (Kipf & Welling 2017)."""
+    n = g.num_nodes
+    w = g.edge_mask.astype(h.dtype)
+    deg = jax.ops.segment_sum(w, g.receivers, num_segments=n) + 1.0  # + self loop
+    inv_sqrt = jax.lax.rsqrt(deg)
+    coef = (inv_sqrt[g.senders] * inv_sqrt[g.receivers] * w)[:, None]
+    agg = jax.ops.segment_sum(h[g.senders] * coef, g.receivers, num_segments=n)
+    return agg + h * (inv_sqrt**2)[:, None]
+
+
+class GCNLayer(nn.Module):
+    """h' = D^-1/2 (A + I) D^-1/2 h W (+ b): a graph convolution."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, g: Graphs, h: jax.Array) -> jax.Array:
+        h = nn.Dense(self.features, use_bias=False)(h)
+        out = gcn_normalised_adjacency_apply(g, h)
+        return out + self.param("bias", nn.initializers.zeros, (self.features,))
+
+
+def segment_softmax(logits: jax.Array, segments: jax.Array, mask: jax.Array, n: int):
+    """Softmax of edge logits (E, H) over the edges of each segment (receiver)."""
+    logits = jnp.where(mask[:, None], logits, -jnp.inf)
+    peak = jax.ops.segment_max(logits, segments, num_segments=n)
+    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+    ex = jnp.where(mask[:, None], jnp.exp(logits - peak[segments]), 0.0)
+    total = jax.ops.segment_sum(ex, segments, num_segments=n)
+    return ex / jnp.maximum(total[segments], 1e-30)
+
+
+class GATLayer(nn.Module):
+    """Graph attention (Velickovic et al. 2018): each node attends over its in-neighbours
+    and itself; `heads` attention heads, concatenated (or averaged with concat=False)."""
+
+    features: int
+    heads: int = 4
+    concat: bool = True
+    negative_slope: float = 0.2
+
+    @nn.compact
+    def __call__(self, g: Graphs, h: jax.Array) -> jax.Array:
+        n = g.num_nodes
+        wh = nn.Dense(self.heads * self.features, use_bias=False)(h)
+        wh = wh.reshape(n, self.heads, self.features)
+        a_src = self.param("att_src", nn.initializers.glorot_uniform(), (self.heads, self.features))
+        a_dst = self.param("att_dst", nn.initializers.glorot_uniform(), (self.heads, self.features))
+        # Self loops for every node, so each node also attends to itself.
+        loops = jnp.arange(n, dtype=g.senders.dtype)
+        senders = jnp.concatenate([g.senders, loops])
+        receivers = jnp.concatenate([g.receivers, loops])
+        mask = jnp.concatenate([g.edge_mask, g.node_mask])
+        logits = (wh[senders] * a_src).sum(-1) + (wh[receivers] * a_dst).sum(-1)  # (E', H)
+        alpha = segment_softmax(nn.leaky_relu(logits, self.negative_slope), receivers, mask, n)
+        out = jax.ops.segment_sum(alpha[..., None] * wh[senders], receivers, num_segments=n)
+        out = out.reshape(n, -1) if self.concat else out.mean(axis=1)
+        bias = self.param("bias", nn.initializers.zeros, (out.shape[-1],))
+        return out + bias
