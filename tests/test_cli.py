@@ -92,7 +92,7 @@ def test_val_split_early_stopping_and_model_args(tmp_path, capsys):
         ),
         (
             ["--dataset", "cifar"],
-            r"Unknown dataset 'cifar'. Valid choices: adding, digits",
+            r"Unknown dataset 'cifar'. Valid choices: adding, .*digits",
         ),
         (["--lr", "-0.1"], "learning_rate must be a positive finite number; got -0.1"),
         (["--batch-size", "0"], "batch_size must be a positive integer; got 0"),

@@ -70,3 +70,8 @@ def test_char_lm_quick(tmp_path):
     assert len(re.findall(r"[A-Za-z_]{3,}", sampled[32:])) >= 15
     assert res["sample_known_words"] >= 0.5, (res["sample_known_words"], sampled)
     assert (tmp_path / "samples.txt").read_text().startswith(greedy)
+
+
+def test_gcn_classifies_cycles_and_trees_quick(tmp_path):
+    res = _quick("gcn", "cycles_trees", tmp_path)
+    assert res["test_accuracy"] >= 0.90, res["test_accuracy"]

@@ -13,6 +13,8 @@ from dl.data.datasets import (
     load_shapes,
     validation_split,
 )
+from dl.data.graphs import DATASETS as _GRAPH_DATASETS
+from dl.data.graphs import encode_dense, load_cycles_trees
 from dl.data.sequences import DATASETS as _SEQUENCE_DATASETS
 from dl.data.sequences import (
     CharTokenizer,
@@ -24,6 +26,7 @@ from dl.data.sequences import (
 from dl.data.validate import check_arrays
 
 DATASETS.update(_SEQUENCE_DATASETS)
+DATASETS.update(_GRAPH_DATASETS)
 
 __all__ = [
     "AUGMENTATIONS",
@@ -33,9 +36,11 @@ __all__ = [
     "Dataset",
     "batches",
     "check_arrays",
+    "encode_dense",
     "epoch_indices",
     "load",
     "load_adding",
+    "load_cycles_trees",
     "load_mnist5k_rows",
     "load_pytext",
     "tokenizer",

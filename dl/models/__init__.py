@@ -10,6 +10,7 @@ import flax.linen as nn
 
 from dl._errors import unknown_name
 from dl.models.cnn import CNN, LeNet5
+from dl.models.gnn import GraphClassifier
 from dl.models.layers import ACTIVATIONS
 from dl.models.mlp import MLP
 from dl.models.recurrent import GRU, LSTM, RecurrentClassifier, SimpleRNN
@@ -40,6 +41,14 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     ),
     "vit": (ViT, "Vision Transformer: patch embedding, class token, pre-LN blocks"),
     "lm": (DecoderLM, "decoder-only causal language model over token ids, with generate()"),
+    "gcn": (
+        functools.partial(GraphClassifier, layer="gcn"),
+        "graph classifier: GCN layers (Kipf & Welling 2017), masked mean readout",
+    ),
+    "gat": (
+        functools.partial(GraphClassifier, layer="gat"),
+        "graph classifier: graph attention layers (Velickovic et al. 2018)",
+    ),
 }
 # Models that read integer token ids rather than numbers.
 TOKEN_MODELS = ("lm",)
@@ -84,6 +93,7 @@ def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
 __all__ = [
     "CNN",
     "GRU",
+    "GraphClassifier",
     "LSTM",
     "MLP",
     "MODELS",

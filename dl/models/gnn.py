@@ -178,3 +178,77 @@ class GATLayer(nn.Module):
         out = out.reshape(n, -1) if self.concat else out.mean(axis=1)
         bias = self.param("bias", nn.initializers.zeros, (out.shape[-1],))
         return out + bias
+
+
+def decode_dense(x: jax.Array) -> Graphs:
+    """A batch of densely encoded graphs (see `dl.data.graphs.encode_dense`) as one
+    padded `Graphs`: x is (B, n, n + 1 + F) = [adjacency row | node flag | features].
+
+    Every ordered node pair of a graph is a candidate edge (B * n * n of them, a static
+    number), masked by the adjacency; graph b's nodes are b * n ... b * n + n - 1.
+    """
+    b, n = x.shape[0], x.shape[1]
+    if x.ndim != 3 or x.shape[2] < n + 1:
+        raise ValueError(
+            f"Dense graphs must be (B, n, n + 1 + F) [adjacency | node flag | features]; "
+            f"got shape {tuple(x.shape)}."
+        )
+    adj = x[:, :, :n] > 0  # adj[b, receiver, sender]
+    offsets = (jnp.arange(b) * n)[:, None, None]
+    receivers = jnp.broadcast_to(jnp.arange(n)[None, :, None] + offsets, (b, n, n))
+    senders = jnp.broadcast_to(jnp.arange(n)[None, None, :] + offsets, (b, n, n))
+    return Graphs(
+        nodes=x[:, :, n + 1 :].reshape(b * n, -1),
+        senders=senders.reshape(-1).astype(jnp.int32),
+        receivers=receivers.reshape(-1).astype(jnp.int32),
+        node_mask=(x[:, :, n] > 0).reshape(-1),
+        edge_mask=adj.reshape(-1),
+        node_graph=jnp.repeat(jnp.arange(b, dtype=jnp.int32), n),
+        graph_mask=jnp.ones((b,), bool),
+    )
+
+
+LAYERS = {"gcn": GCNLayer, "gat": GATLayer}
+
+
+class GraphClassifier(nn.Module):
+    """Graph classification: message-passing layers, a masked readout per graph, Dense.
+
+    Input: densely encoded graphs (B, n, n + 1 + F) (`dl.data.graphs.encode_dense`).
+
+    Attributes:
+      num_classes: outputs per graph.
+      layer: "gcn" or "gat".
+      hidden: features per layer (per head for GAT, heads concatenated).
+      num_layers: message-passing layers, each followed by ReLU.
+      heads: GAT heads.
+      readout: "mean" or "sum" over each graph's real nodes.
+    """
+
+    num_classes: int
+    layer: str = "gcn"
+    hidden: int = 64
+    num_layers: int = 3
+    heads: int = 4
+    readout: str = "mean"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        if self.layer not in LAYERS:
+            raise ValueError(f"layer must be one of {sorted(LAYERS)}; got {self.layer!r}.")
+        if self.readout not in ("mean", "sum"):
+            raise ValueError(f"readout must be 'mean' or 'sum'; got {self.readout!r}.")
+        g = decode_dense(x)
+        h = g.nodes
+        for i in range(self.num_layers):
+            if self.layer == "gat":
+                h = GATLayer(self.hidden, heads=self.heads, name=f"gat{i}")(g, h)
+            else:
+                h = GCNLayer(self.hidden, name=f"gcn{i}")(g, h)
+            h = nn.relu(h) * g.node_mask[:, None]
+        num = x.shape[0]
+        pooled = jax.ops.segment_sum(h, g.node_graph, num_segments=num)
+        if self.readout == "mean":
+            count = jax.ops.segment_sum(g.node_mask.astype(h.dtype), g.node_graph, num)
+            pooled = pooled / jnp.maximum(count, 1.0)[:, None]
+        return nn.Dense(self.num_classes, name="head")(pooled)

@@ -28,6 +28,8 @@ CASES = [
     ("gru", {"hidden": 8, "head": "mean", "dropout": 0.1}, (28, 28, 1)),
     ("transformer", {"d_model": 16, "num_heads": 2, "pool": "cls"}, (40, 1)),
     ("vit", {"patch_size": 7, "d_model": 16, "num_layers": 1}, (28, 28, 1)),
+    ("gcn", {"hidden": 8}, (8, 14)),  # dense graphs: 8 nodes, [adjacency | flag | 5 features]
+    ("gat", {"hidden": 4, "heads": 2, "readout": "sum"}, (8, 14)),
 ]
 
 
