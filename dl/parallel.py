@@ -32,19 +32,19 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dl._errors import unknown_name
-from dl.data.batching import Remainder, epoch_plan
+from dl.data.batching import Remainder, epoch_plan, gather_rows
 
 DATA_AXIS = "data"
 STRATEGIES = ("auto", "single", "sharded", "pmap")
@@ -341,11 +341,12 @@ class Strategy:
         if self.multi_process:
             yield from self._host_batches(x, y, np.asarray(idx), np.asarray(mask), start)
             return
-        gather = self._gather()
         for i in range(start, idx.shape[0]):
-            yield gather(x, y, idx[i], mask[i])
+            yield self._gather(x, y, idx[i], mask[i])
 
+    @functools.cached_property
     def _gather(self) -> Callable:
+        """The jitted batch gather, built once per strategy (so it compiles once)."""
         if self.name == "single":
             from dl.data.batching import _gather
 
@@ -355,7 +356,7 @@ class Strategy:
         def gather(x, y, idx, mask):
             if self.name == "pmap":  # a leading device axis
                 idx, mask = idx.reshape(n, -1), mask.reshape(n, -1)
-            return {"x": jnp.take(x, idx, axis=0), "y": jnp.take(y, idx, axis=0), "mask": mask}
+            return gather_rows(x, y, idx, mask)
 
         # Each device gathers its own rows of the replicated dataset: no communication.
         return jax.jit(gather, out_shardings=self.batch_sharding)
@@ -378,6 +379,16 @@ class Strategy:
                 }
 
     # ---- steps
+    def _pmap(self, fn: Callable, **kwargs) -> Callable:
+        """pmap over this strategy's devices, traced with the collective axis set. (With
+        several processes pmap takes every process's local devices itself.)"""
+        return jax.pmap(
+            _traced_with_axis(fn, DATA_AXIS),
+            axis_name=DATA_AXIS,
+            devices=None if self.multi_process else self.local_devices,
+            **kwargs,
+        )
+
     def compile_train_step(self, train_step: Callable, state, batch, *, donate: bool = True):
         """Compile `train_step` once for placed `state` and `batch` (ahead of time).
 
@@ -385,12 +396,7 @@ class Strategy:
         """
         donate_argnums = (0,) if donate else ()
         if self.name == "pmap":
-            fn = jax.pmap(
-                _traced_with_axis(train_step, DATA_AXIS),
-                axis_name=DATA_AXIS,
-                devices=self.local_devices if not self.multi_process else None,
-                donate_argnums=donate_argnums,
-            )
+            fn = self._pmap(train_step, donate_argnums=donate_argnums)
 
             def step(s, b):
                 s, m = fn(s, b)
@@ -415,12 +421,7 @@ class Strategy:
     def jit_eval_step(self, eval_step: Callable) -> Callable:
         """`eval_step` compiled for this strategy; returns global metric sums."""
         if self.name == "pmap":
-            fn = jax.pmap(
-                _traced_with_axis(eval_step, DATA_AXIS),
-                axis_name=DATA_AXIS,
-                devices=self.local_devices if not self.multi_process else None,
-            )
-
+            fn = self._pmap(eval_step)
             return lambda s, b: unreplicate(fn(s, b))  # psum-ed in the step
         if self.name == "single":
             return jax.jit(eval_step)

@@ -324,9 +324,14 @@ def evaluate(
     else:
         fn, placed = eval_step, state
         all_batches = batches(x, y, batch_size, shuffle=False, remainder="pad")
+    return _mean_metrics(fn, placed, all_batches)
+
+
+def _mean_metrics(eval_fn, state, all_batches) -> dict[str, float]:
+    """Sum an eval step's metrics over batches (on the device) and summarise once."""
     sums = None
     for batch in all_batches:
-        m = fn(placed, batch)
+        m = eval_fn(state, batch)
         sums = m if sums is None else metrics_lib.add(sums, m)
     return metrics_lib.summarize(sums)
 
@@ -675,11 +680,8 @@ def fit(
     eval_fn = strategy.jit_eval_step(eval_step)
 
     def run_eval(data) -> dict[str, float]:
-        sums = None
-        for b in strategy.batches(data, eval_batch_size, shuffle=False, remainder="pad"):
-            m = eval_fn(state, b)
-            sums = m if sums is None else metrics_lib.add(sums, m)
-        return metrics_lib.summarize(sums)
+        eval_batches = strategy.batches(data, eval_batch_size, shuffle=False, remainder="pad")
+        return _mean_metrics(eval_fn, state, eval_batches)
 
     log = open(metrics_path, "a") if metrics_path is not None else None  # noqa: SIM115
     bar = tqdm(

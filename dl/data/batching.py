@@ -90,9 +90,12 @@ def epoch_plan(
     return idx, mask
 
 
-@jax.jit
-def _gather(x, y, idx, mask):
+def gather_rows(x, y, idx, mask) -> dict[str, jax.Array]:
+    """The batch {"x", "y", "mask"} of rows `idx` (any index shape) of x and y."""
     return {"x": jnp.take(x, idx, axis=0), "y": jnp.take(y, idx, axis=0), "mask": mask}
+
+
+_gather = jax.jit(gather_rows)
 
 
 def batches(

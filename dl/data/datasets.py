@@ -327,7 +327,7 @@ def load(name: str, **kwargs) -> Dataset:
 
     Args:
       name: one of `DATASETS` ("digits", "mnist5k", "mnist1d", "shapes", "mnist5k_rows",
-        "adding", "pytext").
+        "adding", "pytext", "cycles_trees"; `dl datasets` lists them).
       **kwargs: loader options (e.g. `seed`, `num_samples` for mnist1d).
 
     Returns:

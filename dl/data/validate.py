@@ -52,9 +52,7 @@ def check_arrays(
     if y.ndim == 0:
         raise ValueError(f"{name}: y must be an array with one entry per example; got {y!r}.")
     if targets == "labels" and tuple(y.shape[1:]) != tuple(label_shape):
-        want = (
-            f"({len(x)},)" if not label_shape else f"({len(x)}, {', '.join(map(str, label_shape))})"
-        )
+        want = (len(x), *label_shape)
         hint = (
             " Pass class indices, not one-hot vectors (use y.argmax(-1))."
             if not label_shape and y.ndim == 2

@@ -77,6 +77,18 @@ def _check_heads(d_model: int, num_heads: int) -> None:
         raise ValueError(f"d_model {d_model} must be a multiple of num_heads {num_heads}.")
 
 
+def _check_pool(pool: str) -> None:
+    if pool not in ("mean", "cls"):
+        raise ValueError(f"pool must be 'mean' or 'cls'; got {pool!r}.")
+
+
+def _prepend_cls(module: nn.Module, x: jax.Array) -> jax.Array:
+    """Prepend the module's learned class token (parameter "cls") to tokens (B, T, D)."""
+    b, _, d = x.shape
+    cls = module.param("cls", nn.initializers.zeros, (1, 1, d))
+    return jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), x], axis=1)
+
+
 class TransformerClassifier(nn.Module):
     """Transformer encoder over a sequence (B, T, F) (images: rows as tokens).
 
@@ -105,16 +117,14 @@ class TransformerClassifier(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None):
         _check_heads(self.d_model, self.num_heads)
-        if self.pool not in ("mean", "cls"):
-            raise ValueError(f"pool must be 'mean' or 'cls'; got {self.pool!r}.")
+        _check_pool(self.pool)
         x = as_sequence(x, type(self).__name__)
         b, t = x.shape[:2]
         valid = jnp.ones((b, t), bool) if mask is None else mask.astype(bool)
         x = nn.Dense(self.d_model, name="embed")(x)
         x = AddPositions(self.positions, self.max_len, name="pos")(x)
         if self.pool == "cls":
-            cls = self.param("cls", nn.initializers.zeros, (1, 1, self.d_model))
-            x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.d_model)), x], axis=1)
+            x = _prepend_cls(self, x)
             valid = jnp.concatenate([jnp.ones((b, 1), bool), valid], axis=1)
         attn_mask = nn.make_attention_mask(valid, valid)
         for i in range(self.num_layers):
@@ -153,6 +163,7 @@ class ViT(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         _check_heads(self.d_model, self.num_heads)
+        _check_pool(self.pool)
         if x.ndim != 4:
             raise ValueError(f"ViT expects images (B, H, W, C); got shape {tuple(x.shape)}.")
         p = self.patch_size
@@ -162,11 +173,9 @@ class ViT(nn.Module):
                 f"choose a divisor of {x.shape[1]}."
             )
         x = nn.Conv(self.d_model, (p, p), strides=(p, p), padding="VALID", name="patches")(x)
-        b = x.shape[0]
-        x = x.reshape(b, -1, self.d_model)
+        x = x.reshape(x.shape[0], -1, self.d_model)
         if self.pool == "cls":
-            cls = self.param("cls", nn.initializers.zeros, (1, 1, self.d_model))
-            x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.d_model)), x], axis=1)
+            x = _prepend_cls(self, x)
         x = AddPositions("learned", x.shape[1], name="pos")(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         for i in range(self.num_layers):

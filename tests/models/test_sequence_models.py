@@ -128,6 +128,8 @@ def test_vit_shapes_and_patch_errors():
         _init(models.get_model("vit", 10, patch_size=5), x)
     with pytest.raises(ValueError, match="multiple of num_heads"):
         _init(models.get_model("vit", 10, d_model=30, num_heads=4), x)
+    with pytest.raises(ValueError, match="pool must be 'mean' or 'cls'; got 'max'"):
+        _init(models.get_model("vit", 10, patch_size=7, pool="max"), x)
 
 
 def test_generate_greedy_temperature_topk():
