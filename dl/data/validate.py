@@ -15,6 +15,7 @@ def check_arrays(
     targets: str = "labels",
     label_shape: tuple[int, ...] = (),
     integer_inputs: bool = False,
+    allow_unlabelled: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check a labelled array pair and return it as numpy arrays.
 
@@ -33,6 +34,9 @@ def check_arrays(
       label_shape: per-example shape of the labels: () for one label per example,
         (T,) for one per time step (sequence labelling, language models).
       integer_inputs: x holds integer token ids (kept as int32) rather than numbers.
+      allow_unlabelled: accept the label -1 for unlabelled positions (e.g. the nodes
+        without a label in semi-supervised node classification); at least one position
+        must be labelled.
 
     Returns:
       (x, y) as numpy arrays (x float32 unless it was another float type, or int32 token
@@ -100,12 +104,18 @@ def check_arrays(
             y = y.astype(np.int32)
         else:
             raise ValueError(f"{name}: y must hold integer class labels; got dtype {y.dtype}.")
+    if allow_unlabelled and y.max() < 0:
+        raise ValueError(
+            f"{name}: every label is -1 (unlabelled); at least one position needs a label."
+        )
     if num_classes is not None:
-        lo, hi = int(y.min()), int(y.max())
+        labelled = y[y != -1] if allow_unlabelled else y
+        lo, hi = int(labelled.min()), int(labelled.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(
                 f"{name}: labels must lie in [0, {num_classes}) for a {num_classes}-class "
                 f"model; got labels in [{lo}, {hi}]. Remap the labels or build the model "
                 f"with num_classes={hi + 1}."
+                + (" Mark unlabelled positions with -1." if allow_unlabelled else "")
             )
     return x, y.astype(np.int32)

@@ -212,7 +212,8 @@ LAYERS = {"gcn": GCNLayer, "gat": GATLayer}
 
 
 class GraphClassifier(nn.Module):
-    """Graph classification: message-passing layers, a masked readout per graph, Dense.
+    """Graph or node classification: message-passing layers, then a masked readout per
+    graph and a Dense head, or (readout="node") a Dense head on every node.
 
     Input: densely encoded graphs (B, n, n + 1 + F) (`dl.data.graphs.encode_dense`).
 
@@ -222,7 +223,9 @@ class GraphClassifier(nn.Module):
       hidden: features per layer (per head for GAT, heads concatenated).
       num_layers: message-passing layers, each followed by ReLU.
       heads: GAT heads.
-      readout: "mean" or "sum" over each graph's real nodes.
+      readout: "mean" or "sum" over each graph's real nodes: outputs (B, num_classes);
+        or "node": one output per node, (B, n, num_classes), for node classification
+        (label padded and unlabelled nodes -1, see `dl.metrics.UNLABELLED`).
     """
 
     num_classes: int
@@ -236,8 +239,8 @@ class GraphClassifier(nn.Module):
     def __call__(self, x, train: bool = False):
         if self.layer not in LAYERS:
             raise ValueError(f"layer must be one of {sorted(LAYERS)}; got {self.layer!r}.")
-        if self.readout not in ("mean", "sum"):
-            raise ValueError(f"readout must be 'mean' or 'sum'; got {self.readout!r}.")
+        if self.readout not in ("mean", "sum", "node"):
+            raise ValueError(f"readout must be 'mean', 'sum' or 'node'; got {self.readout!r}.")
         g = decode_dense(x)
         h = g.nodes
         for i in range(self.num_layers):
@@ -247,6 +250,8 @@ class GraphClassifier(nn.Module):
                 h = GCNLayer(self.hidden, name=f"gcn{i}")(g, h)
             h = nn.relu(h) * g.node_mask[:, None]
         num = x.shape[0]
+        if self.readout == "node":
+            return nn.Dense(self.num_classes, name="head")(h).reshape(num, x.shape[1], -1)
         pooled = jax.ops.segment_sum(h, g.node_graph, num_segments=num)
         if self.readout == "mean":
             count = jax.ops.segment_sum(g.node_mask.astype(h.dtype), g.node_graph, num)
