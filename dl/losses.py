@@ -39,10 +39,20 @@ def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return loss.reshape(loss.shape[0], -1).mean(axis=1)
 
 
+def bernoulli_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Negative log-likelihood of targets in [0, 1] under Bernoulli(sigmoid(logits)),
+    SUMMED over all non-batch axes: nats per example, the reconstruction term of a VAE's
+    ELBO on images."""
+    targets = targets.reshape(logits.shape).astype(logits.dtype)
+    loss = optax.sigmoid_binary_cross_entropy(logits, targets)
+    return loss.reshape(loss.shape[0], -1).sum(axis=1)
+
+
 LOSSES = {
     "cross_entropy": cross_entropy,
     "mse": mse,
     "binary_cross_entropy": binary_cross_entropy,
+    "bernoulli_nll": bernoulli_nll,
 }
 
 

@@ -37,6 +37,7 @@ def loss_and_accuracy(
     mask: jax.Array,
     *,
     loss: str = "cross_entropy",
+    aux: Mapping[str, jax.Array] | None = None,
 ) -> dict[str, jax.Array]:
     """Sums for one batch; examples with mask 0 (padding) count nowhere.
 
@@ -51,15 +52,23 @@ def loss_and_accuracy(
       per_example_loss: (B,) or (B, T) per position.
       mask: (B,) weights in {0, 1}.
       loss: the loss name; accuracy is reported for the classification losses.
+      aux: auxiliary per-example losses (B,) the model sowed (e.g. {"kl": ...}). They are
+        part of the loss; each is also summed as "<name>_sum", and the base loss as
+        "<loss>_sum" (e.g. "bernoulli_nll_sum"), so that `summarize` reports each term.
 
     Returns:
-      {"loss_sum", "count"} and, for classification, "correct".
+      {"loss_sum", "count"}, for classification "correct", and the terms' sums.
     """
     m = label_weights(mask, labels, per_example_loss.shape, loss)
     out = {
         "loss_sum": jnp.sum(per_example_loss.astype(jnp.float32) * m),
         "count": jnp.sum(m > 0).astype(jnp.int32),
     }
+    if aux:
+        out[f"{loss}_sum"] = out["loss_sum"]
+        for name, value in aux.items():
+            out[f"{name}_sum"] = jnp.sum(value.astype(jnp.float32) * m)
+        out["loss_sum"] = out["loss_sum"] + sum(out[f"{name}_sum"] for name in aux)
     if loss == "cross_entropy":
         hit = jnp.argmax(logits, axis=-1) == labels
         out["correct"] = jnp.sum(hit & (m.reshape(hit.shape) > 0)).astype(jnp.int32)
@@ -93,4 +102,7 @@ def summarize(sums: Mapping[str, object]) -> dict[str, float]:
         out["accuracy"] = int(host["correct"]) / denom
     if "nonfinite" in host:
         out["nonfinite_steps"] = int(host["nonfinite"])
+    for key, value in host.items():  # the loss's terms, e.g. "kl_sum" -> "kl"
+        if key.endswith("_sum") and key != "loss_sum":
+            out[key[: -len("_sum")]] = float(value) / denom
     return out

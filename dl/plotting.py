@@ -40,3 +40,31 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def tile_images(images, ncols: int = 10, pad: int = 1):
+    """(N, H, W[, C]) images -> one (rows*(H+pad)-pad, cols*(W+pad)-pad[, C]) array."""
+    import numpy as np
+
+    images = np.asarray(images, np.float32)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim not in (3, 4) or len(images) == 0:
+        raise ValueError(f"Expected images (N, H, W) or (N, H, W, C); got {images.shape}.")
+    n, h, w = images.shape[:3]
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    grid = np.ones((nrows * (h + pad) - pad, ncols * (w + pad) - pad, *images.shape[3:]))
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncols)
+        grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = img
+    return grid
+
+
+def save_image_grid(images, path: str | os.PathLike, ncols: int = 10) -> None:
+    """Write images with values in [0, 1] as one grid PNG (white gaps between them)."""
+    import numpy as np
+    from matplotlib.image import imsave
+
+    grid = np.clip(tile_images(images, ncols), 0.0, 1.0)
+    imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)

@@ -153,14 +153,26 @@ def _unpack(state: TrainState, batch: Batch):
 
 
 def _apply(model, params, batch_stats, x, *, train: bool, rngs=None):
-    """model.apply that returns (outputs, new batch_stats) whether or not BN is present."""
+    """model.apply -> (outputs, new batch_stats, auxiliary losses).
+
+    Auxiliary losses are what the model sowed into the "losses" collection (e.g. the
+    VAE's KL term): {name: per-example values (B,)}, added to the objective by the train
+    step and reported as separate metrics. Empty for most models.
+    """
     variables = {"params": params}
+    mutable = ["losses"]
     if batch_stats:
         variables["batch_stats"] = batch_stats
         if train:
-            out, mutated = model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
-            return out, mutated["batch_stats"]
-    return model.apply(variables, x, train=train, rngs=rngs), batch_stats
+            mutable.append("batch_stats")
+    out, mutated = model.apply(variables, x, train=train, rngs=rngs, mutable=mutable)
+    aux = {name: sum(values) for name, values in mutated.get("losses", {}).items()}
+    return out, mutated.get("batch_stats", batch_stats), aux
+
+
+# Evaluation draws the model's "noise" (e.g. the VAE's latent sample) from a fixed key, so
+# that evaluating the same state twice gives the same numbers.
+_EVAL_NOISE_SEED = 0
 
 
 def _check_loss(loss: str) -> None:
@@ -223,19 +235,22 @@ def make_train_step(
         if axis is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(axis))  # own noise per device
         aug_key, dropout_key = jax.random.split(key)
+        noise_key = jax.random.fold_in(dropout_key, 1)  # input corruption, VAE samples
         if augment is not None:
             x = augment(aug_key, x)
 
         def objective(params):
-            logits, new_stats = _apply(
-                model, params, state.batch_stats, x, train=True, rngs={"dropout": dropout_key}
+            rngs = {"dropout": dropout_key, "noise": noise_key}
+            logits, new_stats, aux = _apply(
+                model, params, state.batch_stats, x, train=True, rngs=rngs
             )
             per_ex = per_example(logits, y)  # (B,) or (B, T) with one label per step
+            total = per_ex + sum(aux.values()) if aux else per_ex
             m = metrics_lib.label_weights(mask, y, per_ex.shape, loss)
             count = psum_if_mapped(jnp.sum(m))
-            return jnp.sum(per_ex * m) / jnp.maximum(count, 1.0), (logits, per_ex, new_stats)
+            return jnp.sum(total * m) / jnp.maximum(count, 1.0), (logits, per_ex, aux, new_stats)
 
-        (loss_value, (logits, per_ex, new_stats)), grads = jax.value_and_grad(
+        (loss_value, (logits, per_ex, aux, new_stats)), grads = jax.value_and_grad(
             objective, has_aux=True
         )(state.params)
         loss_value, grads = psum_if_mapped((loss_value, grads))
@@ -250,7 +265,12 @@ def make_train_step(
         )
         # A skipped step's loss and accuracy count nowhere.
         metrics = metrics_lib.loss_and_accuracy(
-            logits, y, jnp.where(finite, per_ex, 0.0), mask * finite, loss=loss
+            logits,
+            y,
+            jnp.where(finite, per_ex, 0.0),
+            mask * finite,
+            loss=loss,
+            aux={k: jnp.where(finite, v, 0.0) for k, v in aux.items()},
         )
         metrics = psum_if_mapped(metrics)
         metrics["nonfinite"] = (~finite).astype(jnp.int32)
@@ -278,9 +298,12 @@ def make_eval_step(
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         x, y, mask = _unpack(state, batch)
-        logits, _ = _apply(model, state.params, state.batch_stats, x, train=False)
+        rngs = {"noise": jax.random.key(_EVAL_NOISE_SEED)}
+        logits, _, aux = _apply(model, state.params, state.batch_stats, x, train=False, rngs=rngs)
         per_ex = base_loss(logits, jnp.maximum(y, 0) if loss == "cross_entropy" else y)
-        return psum_if_mapped(metrics_lib.loss_and_accuracy(logits, y, per_ex, mask, loss=loss))
+        return psum_if_mapped(
+            metrics_lib.loss_and_accuracy(logits, y, per_ex, mask, loss=loss, aux=aux)
+        )
 
     return eval_step
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import flax.linen as nn
 
 from dl._errors import unknown_name
+from dl.models.autoencoder import Autoencoder, corrupt
 from dl.models.cnn import CNN, LeNet5
 from dl.models.gnn import GraphClassifier
 from dl.models.layers import ACTIVATIONS
@@ -20,6 +21,14 @@ from dl.models.transformer import DecoderLM, TransformerClassifier, ViT, generat
 
 def _linear(num_classes: int, **kw) -> MLP:
     return MLP(num_classes=num_classes, widths=(), **kw)
+
+
+def _dae(**kw) -> Autoencoder:
+    kw.setdefault("noise", "gaussian")  # a default, unlike registry-fixed fields
+    return Autoencoder(**kw)
+
+
+_dae.module = Autoencoder
 
 
 # name -> (constructor, one-line description). A plain dict: lookup, not a framework.
@@ -49,9 +58,24 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
         functools.partial(GraphClassifier, layer="gat"),
         "graph classifier: graph attention layers (Velickovic et al. 2018)",
     ),
+    "ae": (Autoencoder, "autoencoder, MLP halves; Bernoulli logits of the input"),
+    "conv_ae": (
+        functools.partial(Autoencoder, kind="conv"),
+        "convolutional autoencoder: stride-2 convs, transposed convs",
+    ),
+    "dae": (
+        _dae,
+        "denoising autoencoder (Vincent 2008): noise='gaussian' or 'masking' while training",
+    ),
+    "vae": (
+        functools.partial(Autoencoder, variational=True),
+        "variational autoencoder (Kingma & Welling 2014): ELBO = reconstruction + KL",
+    ),
 }
 # Models that read integer token ids rather than numbers.
 TOKEN_MODELS = ("lm",)
+# Models trained to reconstruct their input (no classes; `dl.generative` has their tools).
+AUTOENCODERS = ("ae", "conv_ae", "dae", "vae")
 
 
 def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
@@ -59,7 +83,8 @@ def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
 
     Args:
       name: one of `MODELS`.
-      num_classes: size of the output layer.
+      num_classes: size of the output layer (ignored by the AUTOENCODERS, whose output
+        has the input's shape).
       **kwargs: the module's fields (e.g. `widths=(128,)` for "mlp").
 
     Returns:
@@ -73,7 +98,7 @@ def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}.")
     ctor = MODELS[name][0]
-    cls = MLP if ctor is _linear else getattr(ctor, "func", ctor)
+    cls = MLP if ctor is _linear else getattr(ctor, "module", getattr(ctor, "func", ctor))
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "num_classes"}
     fields -= set(getattr(ctor, "keywords", {}))  # fixed by the registry (e.g. cell)
     if ctor is _linear:
@@ -87,10 +112,14 @@ def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
         raise unknown_name("activation", kwargs["activation"], ACTIVATIONS)
     if "dropout" in kwargs and not 0 <= kwargs["dropout"] < 1:
         raise ValueError(f"dropout must be in [0, 1); got {kwargs['dropout']!r}.")
+    if name in AUTOENCODERS:
+        return ctor(**kwargs)
     return ctor(num_classes=num_classes, **kwargs)
 
 
 __all__ = [
+    "AUTOENCODERS",
+    "Autoencoder",
     "CNN",
     "GRU",
     "GraphClassifier",
@@ -106,6 +135,7 @@ __all__ = [
     "SimpleRNN",
     "TransformerClassifier",
     "ViT",
+    "corrupt",
     "generate",
     "get_model",
 ]
