@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
+from pathlib import Path
 
 
 def _parse_kv(items: list[str] | None, flag: str) -> dict:
@@ -110,7 +111,7 @@ def _cmd_train(args) -> int:
 def _report(res) -> None:
     par = res["parallel"]
     print(f"ran on {par['devices']} device(s), strategy {par['strategy']}")
-    parts = [f"test loss: {res['test_loss']:.4f}"]
+    parts = [f"test loss: {res['test_loss']:.4f}"] if res.get("test_loss") is not None else []
     if res.get("test_accuracy") is not None:
         parts.insert(0, f"test accuracy: {res['test_accuracy']:.4f}")
     if "mse_ratio" in res:
@@ -118,11 +119,27 @@ def _report(res) -> None:
     if "bits_per_char" in res:
         parts.append(f"bits per char: {res['bits_per_char']:.3f}")
         parts.append(f"known words in the sample: {res['sample_known_words']:.0%}")
+    if "test_elbo" in res:
+        parts.append(f"test ELBO: {res['test_elbo']:.1f} nats (KL {res['test_kl']:.1f})")
+    elif res.get("task") == "reconstruction":
+        parts.append(f"test MSE: {res['test_mse']:.4f}")
+    if "denoising" in res:
+        d = res["denoising"]
+        parts.append(f"denoised/noisy MSE: {d['denoised_mse']:.4f}/{d['noisy_mse']:.4f}")
+    if res.get("task") == "generation":
+        s = res["samples"]
+        parts.append(
+            f"{s['n']} samples: judge's mean confidence {s['mean_confidence']:.3f} "
+            f"(real test images {res['judge']['mean_confidence_real_test']:.3f}), "
+            f"{s['classes_present']} classes"
+        )
     parts += [f"epochs: {res['epochs']}", f"train time: {res['train_time_s']:.1f}s"]
     print("  ".join(parts))
-    for text in res.get("samples", [])[1:]:
-        print(f"sample:\n{text}")
-    print(f"wrote {res['out_dir']}/results.json, metrics.jsonl, curves.png, checkpoints/")
+    if res.get("task") == "language_model":
+        for text in res.get("samples", [])[1:]:
+            print(f"sample:\n{text}")
+    figures = sorted(p.name for p in Path(res["out_dir"]).glob("*.png"))
+    print(f"wrote {res['out_dir']}/: results.json, metrics.jsonl, {', '.join(figures)}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ import flax.linen as nn
 from dl._errors import unknown_name
 from dl.models.autoencoder import Autoencoder, corrupt
 from dl.models.cnn import CNN, LeNet5
+from dl.models.gan import DCGAN
 from dl.models.gnn import GraphClassifier
 from dl.models.layers import ACTIVATIONS
 from dl.models.mlp import MLP
@@ -71,11 +72,21 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
         functools.partial(Autoencoder, variational=True),
         "variational autoencoder (Kingma & Welling 2014): ELBO = reconstruction + KL",
     ),
+    "dcgan": (
+        functools.partial(DCGAN, conditional=False),
+        "DCGAN (Radford 2016): generator + discriminator, non-saturating loss (dl.gan)",
+    ),
+    "cgan": (
+        functools.partial(DCGAN, conditional=True),
+        "conditional DCGAN (Mirza & Osindero 2014): both networks see the class label",
+    ),
 }
 # Models that read integer token ids rather than numbers.
 TOKEN_MODELS = ("lm",)
 # Models trained to reconstruct their input (no classes; `dl.generative` has their tools).
 AUTOENCODERS = ("ae", "conv_ae", "dae", "vae")
+# Adversarial pairs, trained by `dl.gan` with one optimizer per network.
+GAN_MODELS = ("dcgan", "cgan")
 
 
 def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
@@ -121,6 +132,8 @@ __all__ = [
     "AUTOENCODERS",
     "Autoencoder",
     "CNN",
+    "DCGAN",
+    "GAN_MODELS",
     "GRU",
     "GraphClassifier",
     "LSTM",

@@ -1,0 +1,404 @@
+"""Generative adversarial networks: DCGAN (Radford et al. 2016) and a conditional GAN
+(Mirza & Osindero 2014), trained with the non-saturating loss (Goodfellow et al. 2014).
+
+Read top to bottom:
+
+1. `DCGAN` is one Linen module holding a generator and a discriminator (`generate`,
+   `discriminate`); its parameters are {"generator": ..., "discriminator": ...}.
+2. `GANState` is a pytree with each network's parameters and its OWN optax state.
+3. `make_gan_step` builds a pure `(state, batch) -> (state, metrics)` that updates the
+   discriminator, then the generator against the updated discriminator. `fit_gan`
+   compiles one epoch of steps (a `lax.scan` over device-resident batches) once.
+4. `judge_samples` scores generated images with a classifier trained on the real data:
+   mean top-class confidence and which classes appear.
+
+Images are in [0, 1] outside this module; the networks see them scaled to [-1, 1]
+(the generator ends in tanh, as in DCGAN).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from dl._errors import check_positive_int
+from dl.data.batching import epoch_indices
+from dl.models.gan import DCGAN, Discriminator, Generator
+
+__all__ = ["DCGAN", "Discriminator", "GANState", "Generator", "fit_gan", "make_gan_step"]
+
+
+@struct.dataclass
+class GANState:
+    """Both networks' parameters, the generator's BatchNorm statistics, and one optax
+    state per network."""
+
+    step: jax.Array
+    g_params: Any
+    d_params: Any
+    g_stats: Any
+    g_opt: Any
+    d_opt: Any
+    rng: jax.Array
+
+
+def make_optimizers(
+    learning_rate: float = 2e-4, b1: float = 0.5
+) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    """DCGAN's Adam(2e-4, beta1=0.5) for each network (the defaults of the paper)."""
+    return optax.adam(learning_rate, b1=b1), optax.adam(learning_rate, b1=b1)
+
+
+def create_gan_state(model: DCGAN, g_tx, d_tx, *, seed: int = 0) -> GANState:
+    init_key, run_key = jax.random.split(jax.random.key(seed))
+    z = jnp.zeros((1, model.latent_dim))
+    labels = jnp.zeros((1,), jnp.int32)
+    variables = jax.jit(lambda k: model.init(k, z, labels))(init_key)
+    params = variables["params"]
+    return GANState(
+        step=jnp.zeros((), jnp.int32),
+        g_params=params["generator"],
+        d_params=params["discriminator"],
+        g_stats=variables["batch_stats"]["generator"],
+        g_opt=g_tx.init(params["generator"]),
+        d_opt=d_tx.init(params["discriminator"]),
+        rng=run_key,
+    )
+
+
+def _generate(model, g_params, g_stats, z, labels, train):
+    variables = {"params": {"generator": g_params}, "batch_stats": {"generator": g_stats}}
+    if train:
+        out, mutated = model.apply(
+            variables, z, labels, True, method=DCGAN.generate, mutable=["batch_stats"]
+        )
+        return out, mutated["batch_stats"]["generator"]
+    return model.apply(variables, z, labels, False, method=DCGAN.generate), g_stats
+
+
+def _discriminate(model, d_params, x, labels):
+    variables = {"params": {"discriminator": d_params}}
+    return model.apply(variables, x, labels, method=DCGAN.discriminate)
+
+
+def make_gan_step(model: DCGAN, g_tx, d_tx, *, real_label: float = 1.0) -> Callable:
+    """The pure GAN step `(state, batch) -> (state, metrics)`, batch {"x": images in
+    [0, 1], "y": labels}.
+
+    1. Discriminator: minimise softplus(-D(x)) + softplus(D(G(z))), i.e. the
+       cross-entropy of telling real (1) from generated (0) images.
+    2. Generator, against the updated discriminator, with the non-saturating loss
+       softplus(-D(G(z'))) = -log D(G(z')) (Goodfellow et al. 2014), whose gradient does
+       not vanish when D rejects the samples confidently, unlike log(1 - D(G(z))).
+
+    With `real_label` < 1 the discriminator's target for real images is smoothed
+    (one-sided label smoothing, Salimans et al. 2016).
+
+    Metrics (means over the batch): d_loss, g_loss, d_real (D's probability on real
+    images), d_fake (on generated ones).
+    """
+
+    def step(state: GANState, batch) -> tuple[GANState, dict[str, jax.Array]]:
+        real = batch["x"] * 2.0 - 1.0
+        labels = batch["y"].astype(jnp.int32)
+        b = real.shape[0]
+        kd, kg = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        z_d = jax.random.normal(kd, (b, model.latent_dim))
+        fake, g_stats = _generate(model, state.g_params, state.g_stats, z_d, labels, True)
+        fake = jax.lax.stop_gradient(fake)
+
+        def d_objective(d_params):
+            real_logit = _discriminate(model, d_params, real, labels)
+            fake_logit = _discriminate(model, d_params, fake, labels)
+            real_loss = real_label * jax.nn.softplus(-real_logit) + (
+                1.0 - real_label
+            ) * jax.nn.softplus(real_logit)
+            loss = jnp.mean(real_loss + jax.nn.softplus(fake_logit))
+            return loss, (real_logit, fake_logit)
+
+        (d_loss, (real_logit, fake_logit)), d_grads = jax.value_and_grad(d_objective, has_aux=True)(
+            state.d_params
+        )
+        d_updates, d_opt = d_tx.update(d_grads, state.d_opt, state.d_params)
+        d_params = optax.apply_updates(state.d_params, d_updates)
+
+        z_g = jax.random.normal(kg, (b, model.latent_dim))
+
+        def g_objective(g_params):
+            img, stats = _generate(model, g_params, g_stats, z_g, labels, True)
+            logit = _discriminate(model, d_params, img, labels)
+            return jnp.mean(jax.nn.softplus(-logit)), stats
+
+        (g_loss, g_stats), g_grads = jax.value_and_grad(g_objective, has_aux=True)(state.g_params)
+        g_updates, g_opt = g_tx.update(g_grads, state.g_opt, state.g_params)
+        g_params = optax.apply_updates(state.g_params, g_updates)
+        new = state.replace(
+            step=state.step + 1,
+            g_params=g_params,
+            d_params=d_params,
+            g_stats=g_stats,
+            g_opt=g_opt,
+            d_opt=d_opt,
+        )
+        metrics = {
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "d_real": jnp.mean(jax.nn.sigmoid(real_logit)),
+            "d_fake": jnp.mean(jax.nn.sigmoid(fake_logit)),
+        }
+        return new, metrics
+
+    return step
+
+
+@dataclasses.dataclass
+class GANResult:
+    state: GANState
+    history: list[dict[str, float]]
+    train_time_s: float
+    compile_time_s: float
+
+
+@jax.jit
+def _gather(x, y, idx):
+    return {"x": jnp.take(x, idx, axis=0), "y": jnp.take(y, idx, axis=0)}
+
+
+@jax.jit
+def _add(a, b):
+    return jax.tree.map(jnp.add, a, b)
+
+
+def fit_gan(
+    state: GANState,
+    step: Callable,
+    x,
+    y,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    on_epoch: Callable[[int, GANState], None] | None = None,
+) -> GANResult:
+    """Train for `epochs` over (x, y): `step` compiled once (state donated), batches
+    gathered on the device from resident data, shuffled from (seed, epoch), the last
+    partial batch dropped. One host sync per epoch."""
+    epochs = check_positive_int("epochs", epochs)
+    batch_size = check_positive_int("batch_size", batch_size)
+    x = np.asarray(x, np.float32)
+    if x.ndim != 4 or len(x) < batch_size:
+        raise ValueError(
+            f"fit_gan needs images (N, H, W, C) with N >= batch_size={batch_size}; got "
+            f"shape {x.shape}."
+        )
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"GAN training images must lie in [0, 1]; got [{lo:.3g}, {hi:.3g}].")
+    xd, yd = jax.device_put(x), jax.device_put(np.asarray(y, np.int32))
+    # One jitted call per step: on XLA:CPU a lax.scan over the epoch's steps ran this conv
+    # step 8x slower than the same step called in a Python loop (measured, jax 0.10.2).
+    t0 = time.perf_counter()
+    batch0 = _gather(xd, yd, jnp.arange(batch_size))
+    compiled = jax.jit(step, donate_argnums=0).lower(state, batch0).compile()
+    compile_time = time.perf_counter() - t0
+    history = []
+    for epoch in range(epochs):
+        idx, _ = epoch_indices(
+            len(x), batch_size, seed=seed, epoch=epoch, shuffle=True, remainder="drop"
+        )
+        sums = None
+        for i in range(idx.shape[0]):
+            state, metrics = compiled(state, _gather(xd, yd, idx[i]))
+            sums = metrics if sums is None else _add(sums, metrics)
+        row = {k: float(v) / idx.shape[0] for k, v in jax.device_get(sums).items()}
+        row.update(epoch=epoch + 1, step=int(state.step), time_s=time.perf_counter() - t0)
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, state)
+    return GANResult(state, history, time.perf_counter() - t0, compile_time)
+
+
+def sample(
+    model: DCGAN,
+    state: GANState,
+    key: jax.Array,
+    n: int,
+    labels=None,
+) -> np.ndarray:
+    """`n` generated images in [0, 1], in inference mode (running BatchNorm statistics;
+    sampling with batch statistics instead judged the same, 0.78 vs 0.78). A
+    conditional model needs `labels` (n,); an unconditional one ignores them."""
+    if model.conditional and labels is None:
+        raise ValueError("A conditional GAN needs labels: sample(..., labels=np.arange(n) % 10).")
+    labels = jnp.zeros((n,), jnp.int32) if labels is None else jnp.asarray(labels, jnp.int32)
+    z = jax.random.normal(key, (n, model.latent_dim))
+    fn = jax.jit(lambda gp, gs, z, lab: _generate(model, gp, gs, z, lab, False)[0])
+    return np.asarray((fn(state.g_params, state.g_stats, z, labels) + 1.0) / 2.0)
+
+
+def judge_samples(probabilities, num_classes: int) -> dict[str, Any]:
+    """Score generated images by a classifier's softmax outputs (N, K): the mean
+    top-class confidence, how many samples each class gets, and how many classes appear."""
+    p = np.asarray(probabilities, np.float64)
+    top = p.argmax(axis=1)
+    counts = np.bincount(top, minlength=num_classes)
+    return {
+        "mean_confidence": float(p.max(axis=1).mean()),
+        "class_counts": counts.tolist(),
+        "classes_present": int((counts > 0).sum()),
+    }
+
+
+def train_judge(ds, *, epochs: int = 8, seed: int = 0) -> tuple[Callable, float]:
+    """Train the judging classifier: the `cnn` model of `dl train` (two conv blocks,
+    shift augmentation) on the real training images. Returns (probabilities(x) -> (N, K)
+    numpy, its test accuracy)."""
+    from dl import data, models, optim, train
+
+    model = models.get_model("cnn", ds.num_classes, channels=(32, 64), dense=(128,))
+    steps = data.num_batches(len(ds.x_train), 64) * epochs
+    tx = optim.make_optimizer(optim.OptimizerConfig(learning_rate=1e-3), steps)
+    state = train.create_state(model, tx, ds.input_shape, seed=seed)
+    result = train.fit(
+        state,
+        train.make_train_step(model, tx, augment=data.AUGMENTATIONS["shift"]),
+        train.make_eval_step(model),
+        ds.train,
+        epochs=epochs,
+        batch_size=64,
+        seed=seed,
+        progress=False,
+        devices=1,
+    )
+    acc = train.evaluate(train.make_eval_step(model), result.state, *ds.test)["accuracy"]
+
+    def probabilities(x) -> np.ndarray:
+        return np.asarray(jax.nn.softmax(train.predict(model, result.state, x), axis=-1))
+
+    return probabilities, acc
+
+
+def plot_gan_curves(history, path) -> None:
+    """Discriminator and generator losses, and D's mean output on real and generated
+    images, per epoch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    epochs = [h["epoch"] for h in history]
+    for i, keys in enumerate((("d_loss", "g_loss"), ("d_real", "d_fake"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for k in keys:
+            ax.plot(epochs, [h[k] for h in history], label=k)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def train_and_evaluate_gan(config, out, *, progress: bool = True) -> dict[str, Any]:
+    """`dl train` for the GANs ("dcgan", "cgan"): train, write samples.png (and
+    samples_by_class.png for a cGAN), curves.png, metrics.jsonl, results.json, and judge
+    1000 samples with a CNN trained on the real training set (`train_judge`), next to
+    two controls: the judge on real test images and on uniform noise."""
+    import json
+
+    from dl import data, models
+    from dl.generative import check_unit_interval
+    from dl.plotting import save_image_grid
+    from dl.recipes import environment
+
+    t_start = time.perf_counter()
+    ds = data.load(config.dataset, **config.dataset_kwargs)
+    check_unit_interval(ds.x_train, f"dataset {config.dataset!r}")
+    if len(ds.input_shape) != 3:
+        raise ValueError(
+            f"GANs here generate images (H, W, C); dataset {config.dataset!r} has examples "
+            f"of shape {ds.input_shape}. Use mnist5k or shapes."
+        )
+    model = models.get_model(
+        config.model, ds.num_classes, image_shape=ds.input_shape, **config.model_kwargs
+    )
+    if config.optimizer != "adam" or config.schedule != "constant" or config.weight_decay:
+        raise ValueError(
+            "GANs train with Adam(learning_rate, b1=0.5) at a constant rate and no weight "
+            f"decay; got optimizer={config.optimizer!r}, schedule={config.schedule!r}, "
+            f"weight_decay={config.weight_decay}. Change only --lr."
+        )
+    g_tx, d_tx = make_optimizers(config.learning_rate)
+    state = create_gan_state(model, g_tx, d_tx, seed=config.seed)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.epochs, desc=f"{config.model} on {config.dataset}")
+    try:
+        result = fit_gan(
+            state,
+            make_gan_step(model, g_tx, d_tx),
+            *ds.train,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            on_epoch=(lambda e, s: bar.update(1)) if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    with open(out / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in result.history)
+    key = jax.random.key(config.seed)
+    n = 1000
+    labels = np.arange(n) % ds.num_classes
+    samples = sample(model, result.state, key, n, labels)
+    save_image_grid(samples[:100], out / "samples.png")
+    if model.conditional:  # one row per class
+        by_class = sample(model, result.state, key, 10 * ds.num_classes, np.arange(100) // 10)
+        save_image_grid(by_class, out / "samples_by_class.png")
+    plot_gan_curves(result.history, out / "curves.png")
+    judge, judge_acc = train_judge(ds, seed=config.seed)
+    verdict = judge_samples(judge(samples), ds.num_classes)
+    noise = np.random.default_rng(config.seed).uniform(0, 1, samples.shape).astype(np.float32)
+    results = {
+        "task": "generation",
+        "test_accuracy": None,
+        "test_loss": None,
+        "samples": {"n": n, **verdict},
+        "judge": {
+            "model": "cnn",
+            "test_accuracy": judge_acc,
+            "mean_confidence_real_test": judge_samples(judge(ds.x_test), ds.num_classes)[
+                "mean_confidence"
+            ],
+            "mean_confidence_uniform_noise": judge_samples(judge(noise), ds.num_classes)[
+                "mean_confidence"
+            ],
+        },
+        "train_time_s": result.train_time_s,
+        "compile_time_s": result.compile_time_s,
+        "total_time_s": time.perf_counter() - t_start,
+        "epochs": len(result.history),
+        "steps": int(result.state.step),
+        "num_params": {
+            "generator": int(sum(p.size for p in jax.tree.leaves(result.state.g_params))),
+            "discriminator": int(sum(p.size for p in jax.tree.leaves(result.state.d_params))),
+        },
+        "parallel": {"strategy": "single", "devices": 1},
+        "dataset": {"name": ds.name, "train": len(ds.x_train), "test": len(ds.x_test), "val": 0},
+        "config": config.to_dict(),
+        "env": environment(),
+        "history": result.history,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    results["out_dir"] = str(out)
+    return results
