@@ -1,0 +1,136 @@
+"""dl.elm against float64 NumPy references and brute force (issue 7)."""
+
+import jax
+import numpy as np
+import pytest
+
+from dl import elm
+
+
+@pytest.fixture(scope="module")
+def digits_split(digits):
+    return digits.x_train.reshape(len(digits.x_train), -1), digits.y_train, digits
+
+
+def _numpy_reference(model, x, y, ridge):
+    """The ELM solved independently in float64 NumPy from the same hidden weights."""
+    xs = (x.reshape(len(x), -1) - model.mean_) / model.std_
+    w = model.hidden_.weights.astype(np.float64)
+    b = model.hidden_.biases.astype(np.float64)
+    h = 1.0 / (1.0 + np.exp(-(xs.astype(np.float64) @ w + b)))
+    t = (y[:, None] == model.classes_[None]).astype(np.float64)
+    beta = np.linalg.solve(h.T @ h + ridge * np.eye(h.shape[1]), h.T @ t)
+    return beta
+
+
+@pytest.mark.parametrize("width, solver", [(200, "primal"), (3000, "dual")])
+def test_elm_matches_a_float64_numpy_reference(digits_split, width, solver):
+    x, y, ds = digits_split
+    model = elm.ELMClassifier(width, 1e-2, seed=3).fit(x, y)
+    assert model.solver_ == solver  # auto: dual when L > N
+    beta = _numpy_reference(model, x, y, 1e-2)
+    np.testing.assert_allclose(model.beta_, beta, rtol=2e-3, atol=2e-4)
+    xt = ds.x_test.reshape(len(ds.x_test), -1)
+    xts = (xt - model.mean_) / model.std_
+    h = 1 / (1 + np.exp(-(xts.astype(np.float64) @ model.hidden_.weights + model.hidden_.biases)))
+    np.testing.assert_array_equal(model.predict(xt), model.classes_[np.argmax(h @ beta, 1)])
+    assert model.score(xt, ds.y_test) > 0.95
+
+
+def test_primal_and_dual_agree(digits_split):
+    x, y, _ = digits_split
+    p = elm.ELMClassifier(300, 1e-1, solver="primal", seed=1).fit(x[:500], y[:500])
+    d = elm.ELMClassifier(300, 1e-1, solver="dual", seed=1).fit(x[:500], y[:500])
+    np.testing.assert_allclose(p.beta_, d.beta_, rtol=1e-6, atol=1e-8)
+
+
+def test_gcv_and_loo_match_brute_force():
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(30, 12))
+    y = rng.integers(0, 3, 30)
+    t = np.eye(3)[y]
+    ridges = [1e-3, 1e-1, 10.0]
+    path = elm.ridge_path(h, t, ridges)
+    for k, lam in enumerate(ridges):
+        loo_res, loo_wrong = [], []
+        for i in range(30):
+            keep = np.arange(30) != i
+            beta = np.linalg.solve(h[keep].T @ h[keep] + lam * np.eye(12), h[keep].T @ t[keep])
+            pred = h[i] @ beta
+            loo_res.append(t[i] - pred)
+            loo_wrong.append(np.argmax(pred) != y[i])
+        np.testing.assert_allclose(path["loo_mse"][k], np.mean(np.square(loo_res)), rtol=1e-9)
+        assert path["loo_error"][k] == pytest.approx(np.mean(loo_wrong))
+        a = h @ np.linalg.solve(h.T @ h + lam * np.eye(12), h.T)  # hat matrix
+        gcv = np.mean((t - a @ t) ** 2) / (1 - np.trace(a) / 30) ** 2
+        np.testing.assert_allclose(path["gcv"][k], gcv, rtol=1e-9)
+    with pytest.raises(ValueError, match="positive numbers"):
+        elm.ridge_path(h, t, [0.0])
+
+
+def test_streaming_and_several_devices_equal_in_memory(digits_split, tmp_path):
+    x, y, _ = digits_split
+    full = elm.ELMClassifier(256, 1e-3, seed=0).fit(x, y)
+    streamed = elm.ELMClassifier(256, 1e-3, seed=0, batch_size=100).fit(x, y)
+    sharded = elm.ELMClassifier(256, 1e-3, seed=0, batch_size=100, devices=8).fit(x, y)
+    np.testing.assert_allclose(streamed.beta_, full.beta_, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(sharded.beta_, full.beta_, rtol=1e-7, atol=1e-9)
+    # Data on disk streams too: a memory map is read one batch at a time.
+    mm = np.memmap(tmp_path / "x.f32", np.float32, "w+", shape=x.shape)
+    mm[:] = x
+    mm.flush()
+    disk = np.memmap(tmp_path / "x.f32", np.float32, "r", shape=x.shape)
+    from_disk = elm.ELMClassifier(256, 1e-3, seed=0, batch_size=64).fit(disk, y)
+    np.testing.assert_allclose(from_disk.mean_, full.mean_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(from_disk.beta_, full.beta_, rtol=1e-4, atol=1e-6)
+    assert len(jax.devices()) == 8  # conftest: the sharded fit above used 8 devices
+
+
+def test_same_key_same_weights_bitwise(digits_split):
+    x, y, _ = digits_split
+    a = elm.ELMClassifier(128, 1e-2, seed=7).fit(x, y)
+    b = elm.ELMClassifier(128, 1e-2, seed=7).fit(x, y)
+    c = elm.ELMClassifier(128, 1e-2, seed=8).fit(x, y)
+    assert a.beta_.tobytes() == b.beta_.tobytes()
+    assert a.beta_.tobytes() != c.beta_.tobytes()
+
+
+def test_nonfinite_solve_raises_instead_of_returning_nan():
+    bad = np.array([[1.0, 2.0], [2.0, 1.0]])  # indefinite: Cholesky gives NaN in JAX
+    with pytest.raises(FloatingPointError, match="NaN/Inf output weights at ridge=1e-12"):
+        elm.solve_primal(bad, np.ones((2, 1)), 1e-12, dtype="float32")
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "rbf"])
+def test_activations_and_regression(digits_split, activation):
+    x, y, ds = digits_split
+    xt = ds.x_test.reshape(len(ds.x_test), -1)
+    clf = elm.ELMClassifier(500, 1e-1, activation=activation, targets="pm1").fit(x, y)
+    assert clf.score(xt, ds.y_test) > 0.85, activation
+    reg = elm.ELMRegressor(300, 1e-2, activation=activation).fit(x, (y / 9.0)[:, None])
+    assert reg.predict(xt).shape == (len(xt), 1) and reg.score(xt, (ds.y_test / 9.0)[:, None]) > 0.5
+
+
+def test_cross_validation_selects_width_and_ridge(digits_split):
+    x, y, _ = digits_split
+    sel = elm.select(x, y, widths=(32, 256), ridges=(1e-4, 1e-1, 1e3), folds=3)
+    assert sel["table"].shape == (2, 3)
+    assert sel["width"] == 256 and sel["cv_accuracy"] > 0.9
+    assert sel["table"][1, 1] > sel["table"][0, 1]  # wider is better here
+
+
+def test_bad_input_gets_clear_errors(digits_split):
+    x, y, _ = digits_split
+    with pytest.raises(ValueError, match="ridge must be > 0"):
+        elm.ELMClassifier(10, 0.0)
+    with pytest.raises(ValueError, match="Unknown activation 'swish'"):
+        elm.ELMClassifier(10, activation="swish")
+    with pytest.raises(ValueError, match="stream with solver='primal'"):
+        elm.ELMClassifier(10, solver="dual", batch_size=10)
+    model = elm.ELMClassifier(16).fit(x, y)
+    with pytest.raises(
+        ValueError, match="has 10 features per example but the ELM was fitted on 64"
+    ):
+        model.predict(np.zeros((2, 10)))
+    with pytest.raises(ValueError, match=r"one integer label per example, shape \(1437,\)"):
+        elm.ELMClassifier(16).fit(x, np.eye(10)[y])
