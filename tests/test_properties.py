@@ -66,7 +66,7 @@ def test_optimizer_factory_validates(name, lr, wd, clip, schedule):
         return
     params = {"w": jnp.ones((2, 2))}
     upd, _ = tx.update(params, tx.init(params), params)
-    if lr < 1e6:  # an accepted, huge finite rate may overflow float32 legitimately
+    if lr < 1e6 and (wd or 0.0) < 1e6:  # huge accepted values may overflow float32
         assert bool(jnp.all(jnp.isfinite(upd["w"])))
 
 

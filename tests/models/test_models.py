@@ -60,9 +60,21 @@ def test_output_shapes_and_collections(name, kwargs, shape):
         assert any(changed)
 
 
+@pytest.mark.parametrize("name", ["ae", "conv_ae", "dae", "vae"])
+def test_autoencoders_reconstruct_the_input_shape(name):
+    model = get_model(name, 7, latent_dim=4, hidden=(16,), channels=(4, 8))
+    x = jnp.ones((3, 28, 28, 1))
+    variables = model.init({"params": jax.random.key(0), "noise": jax.random.key(1)}, x)
+    out = model.apply(variables, x, train=True, rngs={"noise": jax.random.key(2)})
+    chex.assert_shape(out, x.shape)
+    chex.assert_tree_all_finite(out)
+
+
 def test_every_registered_model_is_covered():
-    # The language model reads token ids; test_sequence_models.py covers it.
-    assert {c[0] for c in CASES} | {"lm"} == set(MODELS)
+    # The language model reads token ids (test_sequence_models.py); the GANs map noise
+    # to images (test_gan.py).
+    covered = {c[0] for c in CASES} | {"ae", "conv_ae", "dae", "vae"}
+    assert covered | {"lm", "dcgan", "cgan"} == set(MODELS)
 
 
 def test_dropout_active_only_in_training():
