@@ -175,3 +175,13 @@ def test_train_model_that_cannot_read_the_dataset(tmp_path, capsys):
     rc = main(["train", "--model", "gru", "--dataset", "pytext", "--out", str(tmp_path)])
     assert rc == 2
     assert "Use a language model (lm)" in capsys.readouterr().err
+
+
+def test_reproduce_lists_experiments_and_rejects_unknown_names(capsys):
+    from dl.cli import main
+
+    assert main(["reproduce", "--list"]) == 0
+    assert "dl_vs_elm" in capsys.readouterr().out
+    assert main(["reproduce", "--only", "dl_vs_elmm"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown experiment 'dl_vs_elmm'" in err and "dl_vs_elm" in err
