@@ -195,8 +195,14 @@ class DeepClassifier:
         }
         return self
 
-    def predict(self, x) -> np.ndarray:
+    def predict_proba(self, x) -> np.ndarray:
+        """Softmax class probabilities (N, K)."""
+        import jax
+
         from dl import train
 
         logits = train.predict(self.model_, self.state_, np.asarray(x, np.float32))
-        return np.argmax(logits, axis=1)
+        return np.asarray(jax.nn.softmax(logits, axis=-1))
+
+    def predict(self, x) -> np.ndarray:
+        return np.argmax(self.predict_proba(x), axis=1)

@@ -219,12 +219,9 @@ def make_train_step(
         raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing!r}.")
     if label_smoothing and loss != "cross_entropy":
         raise ValueError(f"label_smoothing applies to cross_entropy only; loss is {loss!r}.")
-    base_loss = get_loss(loss)
 
     def per_example(logits, y):
-        if loss == "cross_entropy":  # unlabelled positions (-1) get weight 0 below
-            return base_loss(logits, jnp.maximum(y, 0), label_smoothing)
-        return base_loss(logits, y)
+        return _per_position_loss(loss, logits, y, label_smoothing)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         x, y, mask = _unpack(state, batch)
@@ -289,18 +286,25 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
+def _per_position_loss(loss: str, logits, y, label_smoothing: float = 0.0):
+    """The loss per example or position; unlabelled positions (label -1) get a finite
+    placeholder here and weight 0 from `dl.metrics.label_weights`."""
+    if loss == "cross_entropy":
+        return get_loss(loss)(logits, jnp.maximum(y, 0), label_smoothing)
+    return get_loss(loss)(logits, y)
+
+
 def make_eval_step(
     model: nn.Module, *, loss: str = "cross_entropy"
 ) -> Callable[[TrainState, Batch], Metrics]:
     """Build the pure eval step `(state, batch) -> metrics` (inference mode, summed metrics)."""
     _check_loss(loss)
-    base_loss = get_loss(loss)
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         x, y, mask = _unpack(state, batch)
         rngs = {"noise": jax.random.key(_EVAL_NOISE_SEED)}
         logits, _, aux = _apply(model, state.params, state.batch_stats, x, train=False, rngs=rngs)
-        per_ex = base_loss(logits, jnp.maximum(y, 0) if loss == "cross_entropy" else y)
+        per_ex = _per_position_loss(loss, logits, y)
         return psum_if_mapped(
             metrics_lib.loss_and_accuracy(logits, y, per_ex, mask, loss=loss, aux=aux)
         )

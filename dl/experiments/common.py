@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -40,19 +41,16 @@ def verdict_table(verdicts: list[dict[str, Any]]) -> str:
 
 
 class Timer:
-    """Wall-clock sections: `with timer("name"): ...`; `timer.sections` in seconds."""
+    """Wall-clock sections: `with timer("name"): ...`; `timer.sections` in seconds
+    (a section entered again adds up)."""
 
     def __init__(self):
         self.sections: dict[str, float] = {}
 
+    @contextlib.contextmanager
     def __call__(self, name: str):
-        timer = self
-
-        class _Section:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.sections[name] = timer.sections.get(name, 0.0) + time.perf_counter() - self.t0
-
-        return _Section()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.sections[name] = self.sections.get(name, 0.0) + time.perf_counter() - t0

@@ -72,18 +72,6 @@ def _flat(x):
     return np.asarray(x).reshape(len(x), -1)
 
 
-def _elm_select(ds, s, seed):
-    sel = elm.select(
-        _flat(ds.x_train),
-        ds.y_train,
-        widths=s["widths"],
-        ridges=s["ridges"],
-        folds=s["folds"],
-        seed=seed,
-    )
-    return sel
-
-
 def _part_a(s, timer) -> tuple[list[dict], dict]:
     """Accuracy and training time of every model on every dataset and seed."""
     rows: list[dict] = []
@@ -94,7 +82,14 @@ def _part_a(s, timer) -> tuple[list[dict], dict]:
         for seed in range(s["seeds"]):
             with timer(f"elm/{name}"):
                 t0 = time.perf_counter()
-                sel = _elm_select(ds, s, seed)
+                sel = elm.select(
+                    _flat(ds.x_train),
+                    ds.y_train,
+                    widths=s["widths"],
+                    ridges=s["ridges"],
+                    folds=s["folds"],
+                    seed=seed,
+                )
                 cv_time = time.perf_counter() - t0
                 model = elm.ELMClassifier(sel["width"], sel["ridge"], seed=seed)
                 r = baselines.run(model, "elm", train, test, dataset=name, seed=seed)
@@ -259,6 +254,16 @@ def _part_e(seed: int = 0) -> dict[str, Any]:
     return out
 
 
+def _median_fit_time(model, x, y, repeats: int = 3) -> float:
+    """Median `fit_time_s_` of `repeats` fits after one warm-up fit (compilation)."""
+    model.fit(x, y)
+    times = []
+    for _ in range(repeats):
+        model.fit(x, y)
+        times.append(model.fit_time_s_)
+    return float(np.median(times))
+
+
 def _device_timing(width: int = 1024, seed: int = 0) -> dict[str, float]:
     """Median ELM fit time on mnist5k on the CPU and, where present, on an accelerator
     (the same code, placed with `jax.default_device`)."""
@@ -272,16 +277,11 @@ def _device_timing(width: int = 1024, seed: int = 0) -> dict[str, float]:
             continue  # no such backend here
         with jax.default_device(device):
             model = elm.ELMClassifier(width, 1e-1, seed=seed, solver="primal")
-            model.fit(x, y)  # compile
-            times = []
-            for _ in range(3):
-                model.fit(x, y)
-                times.append(model.fit_time_s_)
-        out[platform] = float(np.median(times))
+            out[platform] = _median_fit_time(model, x, y)
     return out
 
 
-def _part_f(c, d) -> dict[str, Any]:
+def _part_f(d) -> dict[str, Any]:
     """Fit-time growth: log-log slope of the ELM's (warm) fit time in N (part d), and the
     fit time per platform present."""
     pts = [(r["n"], r["train_time_s"]) for r in d["rows"] if r["model"] == "elm"]
@@ -303,14 +303,9 @@ def _width_timing(s, seed: int = 0) -> list[tuple[int, float]]:
     ds = data.load("mnist5k")
     x, y = _flat(ds.x_train), ds.y_train
     out = []
-    for width in (w for w in s["widths"]):
+    for width in s["widths"]:
         model = elm.ELMClassifier(width, 1e-1, seed=seed, solver="primal")
-        model.fit(x, y)  # warm (compile)
-        times = []
-        for _ in range(3):
-            model.fit(x, y)
-            times.append(model.fit_time_s_)
-        out.append((width, float(np.median(times))))
+        out.append((width, _median_fit_time(model, x, y)))
     return out
 
 
@@ -459,7 +454,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     with timer("e"):
         e = _part_e(seed)
     with timer("f"):
-        f = _part_f(c, d)
+        f = _part_f(d)
         f["elm_time_vs_width_mnist5k"] = _width_timing(s, seed)
     with timer("hpelm"):
         hp = _hpelm(seed)
