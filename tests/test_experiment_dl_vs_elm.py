@@ -42,6 +42,10 @@ def test_quick_numbers_meet_the_issue_acceptance(quick):
         assert s[name]["elm"]["accuracy_mean"] >= best - 0.02, (name, s[name])
     # On mnist1d the CNN beats the ELM.
     assert s["mnist1d"]["cnn"]["accuracy_mean"] > s["mnist1d"]["elm"]["accuracy_mean"]
+    # Every ELM solve is counted: 18 CV-chosen fits plus the ridge grid on 6 datasets.
+    solves = res["elm_solves"]
+    assert solves["total"] == 18 + 6 * len(res["settings"]["ridges"])
+    assert solves["failed"] == [], solves["failed"]
     # Determinism: the same key, bitwise the same weights.
     assert all(res["determinism"].values())
     # The ELM fits in well under a second per model on the small sets.

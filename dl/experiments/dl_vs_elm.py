@@ -17,6 +17,7 @@ computed from the numbers and can come out either way.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -72,10 +73,27 @@ def _flat(x):
     return np.asarray(x).reshape(len(x), -1)
 
 
-def _part_a(s, timer) -> tuple[list[dict], dict]:
-    """Accuracy and training time of every model on every dataset and seed."""
+def _elm_score(width, ridge, seed, train, test) -> float:
+    model = elm.ELMClassifier(width, ridge, seed=seed).fit(_flat(train[0]), train[1])
+    return model.score(_flat(test[0]), test[1])
+
+
+def _part_a(s, timer) -> tuple[list[dict], dict, dict]:
+    """Accuracy and training time of every model on every dataset and seed. An ELM solve
+    that fails (`dl.elm` raises FloatingPointError on NaN/Inf weights) is recorded in
+    `solves["failed"]`, not hidden: it is what the "no convergence issues" verdict counts."""
     rows: list[dict] = []
     ridge_spread: dict[str, Any] = {}
+    solves: dict[str, Any] = {"total": 0, "failed": []}
+
+    def attempt(what, fn):
+        solves["total"] += 1
+        try:
+            return fn()
+        except FloatingPointError as e:
+            solves["failed"].append({"fit": what, "error": str(e)})
+            return None
+
     for name in DATASETS:
         ds = data.load(name)
         train, test = ds.train, ds.test
@@ -92,16 +110,23 @@ def _part_a(s, timer) -> tuple[list[dict], dict]:
                 )
                 cv_time = time.perf_counter() - t0
                 model = elm.ELMClassifier(sel["width"], sel["ridge"], seed=seed)
-                r = baselines.run(model, "elm", train, test, dataset=name, seed=seed)
-                r.extra.update(
-                    cv_time_s=cv_time, cv_accuracy=sel["cv_accuracy"], solver=model.solver_
+                r = attempt(
+                    f"{name} seed {seed}",
+                    functools.partial(
+                        baselines.run, model, "elm", train, test, dataset=name, seed=seed
+                    ),
                 )
-                rows.append(r.to_dict())
+                if r is not None:
+                    r.extra.update(
+                        cv_time_s=cv_time, cv_accuracy=sel["cv_accuracy"], solver=model.solver_
+                    )
+                    rows.append(r.to_dict())
                 if seed == 0:  # (e): test accuracy over the whole ridge grid at the CV width
                     accs = [
-                        elm.ELMClassifier(sel["width"], lam, seed=seed)
-                        .fit(_flat(train[0]), train[1])
-                        .score(_flat(test[0]), test[1])
+                        attempt(
+                            f"{name} ridge {lam:g}",
+                            functools.partial(_elm_score, sel["width"], lam, seed, train, test),
+                        )
                         for lam in s["ridges"]
                     ]
                     ridge_spread[name] = {
@@ -128,7 +153,7 @@ def _part_a(s, timer) -> tuple[list[dict], dict]:
                             clf, deep, train, test, dataset=name, seed=seed, flatten=False
                         ).to_dict()
                     )
-    return rows, ridge_spread
+    return rows, ridge_spread, solves
 
 
 def _summary(rows) -> dict[str, dict[str, dict[str, float]]]:
@@ -158,7 +183,9 @@ def _part_b(rows) -> list[dict]:
     for r in rows:
         if r["model"] not in ("mlp", "cnn"):
             continue
-        e = elm_rows[(r["dataset"], r["seed"])]
+        e = elm_rows.get((r["dataset"], r["seed"]))
+        if e is None:  # that ELM solve failed (counted by the convergence verdict)
+            continue
         accs = r["extra"]["test_accuracy_by_epoch"]
         times = r["extra"]["epoch_time_s"]
         reach = next((t for a, t in zip(accs, times, strict=True) if a >= e["accuracy"]), None)
@@ -444,7 +471,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     s = dict(SETTINGS["quick" if quick else "full"])
     timer = Timer()
     with timer("a"):
-        rows, ridge_spread = _part_a(s, timer)
+        rows, ridge_spread, solves = _part_a(s, timer)
     summary = _summary(rows)
     ratios = _part_b(rows)
     with timer("c"):
@@ -498,22 +525,17 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     )
     verdicts.append(
         verdict(
-            "ELMs need no GPU (speed-up a GPU would give)",
-            "reported where a GPU or TPU is present: CPU time / accelerator time",
-            ", ".join(f"{k}: {plat['cpu'] / v:.1f}x" for k, v in plat.items() if k != "cpu")
-            or "no accelerator on this machine",
-            None,
-        )
-    )
-    verdicts.append(
-        verdict(
             "ELM results are deterministic",
             "the same key gives bitwise-identical output weights on every dataset",
             f"{sum(e.values())}/{len(e)} datasets identical",
             all(e.values()),
         )
     )
-    spreads = {k: 100 * (max(v["accuracy"]) - min(v["accuracy"])) for k, v in ridge_spread.items()}
+    spreads = {
+        k: 100 * (max(a) - min(a))
+        for k, v in ridge_spread.items()
+        if (a := [x for x in v["accuracy"] if x is not None])
+    }
     verdicts.append(
         verdict(
             "ELMs need no hyperparameter tuning",
@@ -524,16 +546,17 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
         )
     )
     seed_std = {k: 100 * v["elm"]["accuracy_std"] for k, v in summary.items()}
-    n_elm = sum(r["model"] == "elm" for r in rows)
+    n_ok = solves["total"] - len(solves["failed"])
     verdicts.append(
         verdict(
             "ELMs have no convergence issues",
-            "every ELM solve gives finite weights (`dl.elm` raises otherwise, which would stop "
-            "the run); the spread over seeds is reported, not judged",
-            f"{n_elm}/{n_elm} fits finite; test-accuracy std over seeds: "
+            "every ELM solve of part (a) (CV-chosen fits and the ridge grid) gives finite "
+            "weights; `dl.elm` raises FloatingPointError otherwise, counted here as a failure. "
+            "The spread over seeds is reported, not judged",
+            f"{n_ok}/{solves['total']} solves finite; test-accuracy std over seeds: "
             + ", ".join(f"{k} {v:.2f}" for k, v in seed_std.items())
             + " points",
-            True,
+            not solves["failed"],
         )
     )
     tab_gaps = {}
@@ -597,6 +620,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
         "summary": summary,
         "ratios": ratios,
         "ridge_spread": ridge_spread,
+        "elm_solves": solves,
         "width_scan": c,
         "data_scaling": d,
         "determinism": e,
