@@ -1,10 +1,15 @@
-"""The deep-learning-versus-ELM experiment in quick mode, asserted on its numbers."""
+"""The deep-learning-versus-ELM experiment in quick mode, asserted on its numbers.
+
+About 3.5 minutes on 2 CPU cores: marked slow (run with `pytest -m slow`).
+"""
 
 import json
 
 import pytest
 
 from dl.cli import main
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

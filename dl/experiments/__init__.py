@@ -16,6 +16,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "dl.experiments.dl_vs_elm",
         "deep learning versus Extreme Learning Machines: speed, GPU, determinism, tuning",
     ),
+    "hierarchy_of_features": (
+        "dl.experiments.hierarchy_of_features",
+        "per-layer probes, CKA, filters, receptive fields and transfer in trained CNNs",
+    ),
 }
 
 

@@ -49,6 +49,8 @@ class CNN(nn.Module):
       num_classes: output size.
       channels: channels of each block.
       kernel_size: conv kernel side.
+      first_kernel_size: kernel side of the very first conv (default `kernel_size`);
+        large first-layer filters (7 for images) show their structure (`dl.analysis`).
       strides: stride of the first conv of each block.
       convs_per_block: convolutions per block (2 gives a VGG-style stack).
       pool: "max", "avg" or "none" after each block.
@@ -62,6 +64,7 @@ class CNN(nn.Module):
     num_classes: int
     channels: Sequence[int] = (32, 64)
     kernel_size: int = 3
+    first_kernel_size: int | None = None
     strides: int = 1
     convs_per_block: int = 1
     pool: str = "max"
@@ -78,9 +81,10 @@ class CNN(nn.Module):
         for b, ch in enumerate(self.channels):
             for j in range(self.convs_per_block):
                 stride = (self.strides if j == 0 else 1,) * nd
+                k = self.first_kernel_size if b == j == 0 and self.first_kernel_size else None
                 x = nn.Conv(
                     ch,
-                    (self.kernel_size,) * nd,
+                    (k or self.kernel_size,) * nd,
                     strides=stride,
                     padding="SAME",
                     use_bias=not self.batch_norm,
@@ -91,11 +95,15 @@ class CNN(nn.Module):
                 x = act(x)
             if min(x.shape[1:-1]) >= 2:
                 x = pool(x, self.pool, 2)
+            # Each block's output, for `dl.analysis.activations` (a no-op unless the
+            # "intermediates" collection is mutable).
+            self.sow("intermediates", f"block{b}", x)
         x = x.mean(axis=tuple(range(1, nd + 1))) if self.global_pool else x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.dense):
             if self.dropout > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
             x = act(nn.Dense(width, name=f"dense{i}")(x))
+            self.sow("intermediates", f"hidden{i}", x)
         if self.dropout > 0:
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Dense(self.num_classes, name="head")(x)

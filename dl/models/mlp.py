@@ -35,6 +35,7 @@ class MLP(nn.Module):
             if self.batch_norm:
                 x = batch_norm(train)(x)
             x = act(x)
+            self.sow("intermediates", f"layer{i}", x)  # for dl.analysis.activations
             if self.dropout > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Dense(self.num_classes, name="head")(x)
