@@ -308,6 +308,11 @@ def _r2(target: np.ndarray, fit: np.ndarray) -> float:
     return 1.0 - float(np.sum((target - fit) ** 2)) / ss_tot
 
 
+# Free parameters of the fitted Gabor by filter dimension (amplitude, centre, widths,
+# orientation, frequency, phase, offset).
+GABOR_PARAMETERS = {1: 6, 2: 9}
+
+
 def gabor_fit(filters, *, restarts: int = 8, seed: int = 0) -> np.ndarray:
     """R^2 of the best Gabor fit to each 1-D or 2-D filter.
 
