@@ -197,6 +197,67 @@ def _fit_softmax_jit(x, y, k, l2, steps):
     return params
 
 
+# ------------------------------------------------------------------------ gradient norms
+
+
+def layer_gradient_norms(
+    model: nn.Module,
+    variables,
+    x,
+    y,
+    *,
+    layers: Sequence[str],
+    loss: str = "cross_entropy",
+    jit: bool = True,
+) -> np.ndarray:
+    """L2 norm of the loss gradient with respect to each named layer's kernel.
+
+    The loss is the batch mean of `loss` ("cross_entropy" with integer labels, or "mse")
+    with the model in training mode (BatchNorm uses the batch's statistics, as it does
+    when training; dropout is off).
+
+    Args:
+      model, variables: the network (variables or a TrainState).
+      x, y: one batch.
+      layers: top-level module names holding a "kernel", input to output.
+      loss: "cross_entropy" or "mse".
+      jit: compile the gradient (cached per model and loss); False runs it op by op,
+        cheaper for a one-off measurement of a deep model.
+
+    Returns:
+      (len(layers),) gradient norms.
+    """
+    v = _variables(variables)
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y)
+    if loss not in ("cross_entropy", "mse"):
+        raise ValueError(f"loss must be 'cross_entropy' or 'mse'; got {loss!r}.")
+    missing = [name for name in layers if name not in v["params"]]
+    if missing:
+        raise ValueError(f"Unknown layer(s) {missing}; the model has {sorted(v['params'])}.")
+
+    grads = _gradient_fn(model, loss, jit)(v, x, y)
+    return np.array([float(jnp.linalg.norm(grads[name]["kernel"])) for name in layers])
+
+
+@functools.lru_cache(maxsize=32)
+def _gradient_fn(model: nn.Module, loss: str, jit: bool):
+    """The parameter gradient of a model's batch loss, compiled once per (model, loss) when
+    `jit` (for repeated measurements during training), else run op by op."""
+
+    def grads(variables, x, y):
+        def objective(params):
+            out, _ = model.apply(
+                {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+            )
+            if loss == "mse":
+                return jnp.mean((out - y.reshape(out.shape)) ** 2)
+            return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+
+        return jax.grad(objective)(variables["params"])
+
+    return jax.jit(grads) if jit else grads
+
+
 # ------------------------------------------------------------------------------------- CKA
 
 

@@ -143,10 +143,11 @@ def _report(res) -> None:
 
 
 def _cmd_reproduce(args) -> int:
-    import json
     import time
+    import traceback
 
     from dl.experiments import EXPERIMENTS, get_experiment
+    from dl.experiments.index import write_index
 
     if args.list:
         for name, (_, desc) in EXPERIMENTS.items():
@@ -155,16 +156,42 @@ def _cmd_reproduce(args) -> int:
     names = args.only or list(EXPERIMENTS)
     modules = [get_experiment(n) for n in names]  # unknown names fail before any work
     root = Path(args.out or "runs/reproduce")
-    index = []
+    index, failed = [], []
     for name, module in zip(names, modules, strict=True):
         t0 = time.perf_counter()
         print(f"dl reproduce: {name}{' (quick)' if args.quick else ''} ...", flush=True)
-        res = module.run(root / name, quick=args.quick, seed=args.seed)
+        try:
+            res = module.run(root / name, quick=args.quick, seed=args.seed)
+        except Exception as e:  # report it, run the others, exit non-zero at the end
+            traceback.print_exc()
+            failed.append(name)
+            index.append(
+                {
+                    "experiment": name,
+                    "time_s": time.perf_counter() - t0,
+                    "error": f"{type(e).__name__}: {e}",
+                }
+            )
+            continue
         took = time.perf_counter() - t0
         print(module.summarize_verdicts(res))
         print(f"  {took:.0f} s; wrote {root / name}/report.md", flush=True)
-        index.append({"experiment": name, "time_s": took, "verdicts": res["verdicts"]})
-    (root / "index.json").write_text(json.dumps(index, indent=2, default=str))
+        index.append(
+            {
+                "experiment": name,
+                "time_s": took,
+                "verdicts": res["verdicts"],
+                "figures": res.get("figures", []),
+            }
+        )
+    paths = write_index(root, index, quick=args.quick, seed=args.seed)
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    if failed:
+        print(
+            f"dl reproduce: {len(failed)} experiment(s) failed: {', '.join(failed)}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -20,6 +20,28 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "dl.experiments.hierarchy_of_features",
         "per-layer probes, CKA, filters, receptive fields and transfer in trained CNNs",
     ),
+    "nonlinearity": (
+        "dl.experiments.nonlinearity",
+        "deep MLPs with and without activations: the linear stack is one linear map",
+    ),
+    "vanishing_gradients": (
+        "dl.experiments.vanishing_gradients",
+        "per-layer gradient norms (sigmoid/tanh/ReLU, batch norm, residual); RNN vs LSTM/GRU",
+    ),
+    "depth": ("dl.experiments.depth", "plain versus residual MLPs of growing depth"),
+    "data_scaling": (
+        "dl.experiments.data_scaling",
+        "learning curves of deep models against classical baselines on mnist1d",
+    ),
+    "regularisation": (
+        "dl.experiments.regularisation",
+        "dropout, weight decay, batch norm, augmentation, early stopping: ablations",
+    ),
+    "adversarial": ("dl.experiments.adversarial", "FGSM and PGD against the trained CNN"),
+    "transfer_learning": (
+        "dl.experiments.transfer_learning",
+        "pre-train on digits 0-4, fine-tune on 5-9 with 10, 100 and all labels",
+    ),
 }
 
 

@@ -54,3 +54,126 @@ class Timer:
             yield
         finally:
             self.sections[name] = self.sections.get(name, 0.0) + time.perf_counter() - t0
+
+
+def train_classifier(
+    model,
+    train: tuple[Any, Any],
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    optimizer: str = "adam",
+    schedule: str = "warmup_cosine",
+    weight_decay: float = 0.0,
+    clip_norm: float | None = None,
+    loss: str = "cross_entropy",
+    augment: str = "none",
+    seed: int = 0,
+    eval_data: dict[str, tuple[Any, Any]] | None = None,
+    eval_every: int = 1,
+    early_stopping=None,
+    params=None,
+):
+    """Train `model` on (x, y) with the toolkit's own path (create_state, make_train_step,
+    fit on one device) and return the `dl.train.FitResult`. `params` replaces the
+    initial parameters (top-level modules present in it), e.g. for fine-tuning."""
+    import numpy as np
+
+    from dl import data, optim
+    from dl import train as tr
+
+    x, y = np.asarray(train[0], np.float32), np.asarray(train[1])
+    if len(x) == 0:
+        raise ValueError("train_classifier got an empty training set.")
+    batch_size = min(batch_size, len(x))
+    steps = data.num_batches(len(x), batch_size) * epochs
+    tx = optim.make_optimizer(
+        optimizer,
+        steps,
+        learning_rate=learning_rate,
+        schedule=schedule,
+        weight_decay=weight_decay,
+        clip_norm=clip_norm,
+    )
+    state = tr.create_state(model, tx, x.shape[1:], seed=seed)
+    if params is not None:
+        merged = {**state.params, **{k: v for k, v in params.items() if k in state.params}}
+        state = state.replace(params=merged, opt_state=tx.init(merged))
+    return tr.fit(
+        state,
+        tr.make_train_step(model, tx, loss=loss, augment=data.AUGMENTATIONS[augment]),
+        tr.make_eval_step(model, loss=loss),
+        (x, y),
+        epochs=epochs,
+        batch_size=batch_size,
+        eval_data=eval_data,
+        eval_every=eval_every,
+        early_stopping=early_stopping,
+        seed=seed,
+        progress=False,
+        handle_signals=False,
+        devices=1,
+    )
+
+
+def accuracy(model, state, x, y) -> float:
+    """Test accuracy of a trained classifier."""
+    import numpy as np
+
+    from dl import train as tr
+
+    return float(np.mean(tr.predict(model, state, np.asarray(x, np.float32)).argmax(-1) == y))
+
+
+def save_figure(fig, out: Path, filename: str) -> str:
+    """Save a matplotlib figure under out/figures/ and close it; return its relative path."""
+    import matplotlib.pyplot as plt
+
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "figures" / filename, dpi=110)
+    plt.close(fig)
+    return f"figures/{filename}"
+
+
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def report(title: str, claim: str, results: dict[str, Any], sections: list[str]) -> str:
+    """report.md: title, claim, verdict table, then the experiment's own sections, the
+    figures and the run time."""
+    v = results["verdicts"]
+    lines = [
+        f"# {title}{' (quick mode)' if results.get('quick') else ''}",
+        "",
+        f"Claim: {claim}",
+        "",
+        f"{sum(x['passed'] is True for x in v)} of {len(v)} criteria pass.",
+        "",
+        "## Verdicts",
+        "",
+        verdict_table(v),
+        "",
+        *sections,
+        "",
+        "## Figures",
+        "",
+        *[f"![{f}]({f})" for f in results.get("figures", [])],
+        "",
+        "## Run time",
+        "",
+        ", ".join(f"{k}: {t:.0f} s" for k, t in results.get("timings_s", {}).items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def summarize_verdicts(results) -> str:
+    return "\n".join(f"{status(v)}: {v['claim']} ({v['measured']})" for v in results["verdicts"])

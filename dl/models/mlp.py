@@ -18,6 +18,8 @@ class MLP(nn.Module):
       activation: name from `dl.models.layers.ACTIVATIONS`.
       dropout: dropout rate after each hidden activation (train only).
       batch_norm: BatchNorm after each hidden Dense (before the activation).
+      residual: add each hidden layer's input to its output where the widths match
+        (x + act(Dense(x))), the MLP form of He et al. 2016's identity shortcut.
     """
 
     num_classes: int
@@ -25,16 +27,20 @@ class MLP(nn.Module):
     activation: str = "relu"
     dropout: float = 0.0
     batch_norm: bool = False
+    residual: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         act = activation(self.activation)
         x = x.reshape((x.shape[0], -1))
         for i, width in enumerate(self.widths):
+            shortcut = x
             x = nn.Dense(width, name=f"dense{i}")(x)
             if self.batch_norm:
                 x = batch_norm(train)(x)
             x = act(x)
+            if self.residual and shortcut.shape == x.shape:
+                x = x + shortcut
             self.sow("intermediates", f"layer{i}", x)  # for dl.analysis.activations
             if self.dropout > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
