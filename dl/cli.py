@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
 
             initialize()  # joins a multi-process run when DL_NUM_PROCESSES etc. are set
         return args.fn(args)
-    except (ValueError, FloatingPointError) as e:
+    except (ValueError, FloatingPointError, FileNotFoundError, ConnectionError) as e:
         print(f"dl {args.command}: error: {e}", file=sys.stderr)
         return 2
 

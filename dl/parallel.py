@@ -342,7 +342,7 @@ class Strategy:
             yield from self._host_batches(x, y, np.asarray(idx), np.asarray(mask), start)
             return
         for i in range(start, idx.shape[0]):
-            yield self._gather(x, y, idx[i], mask[i])
+            yield self._gather(x, y, idx, mask, i)
 
     @functools.cached_property
     def _gather(self) -> Callable:
@@ -353,7 +353,9 @@ class Strategy:
             return _gather
         n = self.num_devices
 
-        def gather(x, y, idx, mask):
+        def gather(x, y, idx, mask, i):
+            idx = jax.lax.dynamic_index_in_dim(idx, i, keepdims=False)
+            mask = jax.lax.dynamic_index_in_dim(mask, i, keepdims=False)
             if self.name == "pmap":  # a leading device axis
                 idx, mask = idx.reshape(n, -1), mask.reshape(n, -1)
             return gather_rows(x, y, idx, mask)

@@ -226,3 +226,44 @@ def mnist1d_small():
     ds = load("mnist1d")
     (x, y), (xt, yt) = ds.train, ds.test
     return (x[:500], y[:500]), (xt[:200], yt[:200])
+
+
+# ------------------------------------------------------------------------- gradient norms
+
+
+def test_layer_gradient_norms_by_hand():
+    # A 1-hidden-layer linear MLP: dL/dW1 = h^T dz and dL/dW0 = x^T (dz W1^T), where
+    # dz = (softmax(z) - onehot(y)) / B is the gradient of the mean cross-entropy.
+    model = models.get_model("mlp", 3, widths=(4,), activation="identity")
+    state = create_state(model, optax.identity(), (5,), seed=0)
+    x = _rng().normal(size=(8, 5)).astype(np.float32)
+    y = np.arange(8) % 3
+    p = state.params
+    w0, b0 = np.asarray(p["dense0"]["kernel"]), np.asarray(p["dense0"]["bias"])
+    w1, b1 = np.asarray(p["head"]["kernel"]), np.asarray(p["head"]["bias"])
+    h = x @ w0 + b0
+    z = h @ w1 + b1
+    s = np.exp(z - z.max(1, keepdims=True))
+    s /= s.sum(1, keepdims=True)
+    dz = (s - np.eye(3)[y]) / len(x)
+    expected = [np.linalg.norm(x.T @ (dz @ w1.T)), np.linalg.norm(h.T @ dz)]
+    for jit in (True, False):
+        got = analysis.layer_gradient_norms(model, state, x, y, layers=["dense0", "head"], jit=jit)
+        np.testing.assert_allclose(got, expected, rtol=1e-4)
+    with pytest.raises(ValueError, match="Unknown layer"):
+        analysis.layer_gradient_norms(model, state, x, y, layers=["dense3"])
+
+
+def test_mlp_residual_adds_the_shortcut():
+    plain = models.get_model("mlp", 2, widths=(6, 6), activation="identity")
+    res = models.get_model("mlp", 2, widths=(6, 6), activation="identity", residual=True)
+    state = create_state(plain, optax.identity(), (6,), seed=0)
+    x = _rng().normal(size=(3, 6)).astype(np.float32)
+    acts_p = analysis.activations(plain, state, x)
+    acts_r = analysis.activations(res, state, x)  # same parameters, shortcuts added
+    # Layer 0 (6 -> 6) has a matching shape, so it is x + Dense(x); layer 1 adds layer 0.
+    np.testing.assert_allclose(acts_r["layer0"], acts_p["layer0"] + x, rtol=1e-5, atol=1e-6)
+    dense1 = acts_r["layer0"] @ np.asarray(state.params["dense1"]["kernel"]) + np.asarray(
+        state.params["dense1"]["bias"]
+    )
+    np.testing.assert_allclose(acts_r["layer1"], dense1 + acts_r["layer0"], rtol=1e-5, atol=1e-5)

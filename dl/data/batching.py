@@ -95,7 +95,19 @@ def gather_rows(x, y, idx, mask) -> dict[str, jax.Array]:
     return {"x": jnp.take(x, idx, axis=0), "y": jnp.take(y, idx, axis=0), "mask": mask}
 
 
-_gather = jax.jit(gather_rows)
+def gather_step(x, y, idx, mask, i) -> dict[str, jax.Array]:
+    """Batch `i` of an epoch plan (idx, mask of shape (steps, batch)), picked inside the
+    compiled gather: slicing idx[i] eagerly cost one extra dispatch per step, a third of
+    a small model's step time on CPU."""
+    return gather_rows(
+        x,
+        y,
+        jax.lax.dynamic_index_in_dim(idx, i, keepdims=False),
+        jax.lax.dynamic_index_in_dim(mask, i, keepdims=False),
+    )
+
+
+_gather = jax.jit(gather_step)
 
 
 def batches(
@@ -135,4 +147,4 @@ def batches(
     x = x if isinstance(x, jax.Array) else jax.device_put(np.asarray(x))
     y = y if isinstance(y, jax.Array) else jax.device_put(np.asarray(y))
     for i in range(start, idx.shape[0]):
-        yield _gather(x, y, idx[i], mask[i])
+        yield _gather(x, y, idx, mask, i)
