@@ -32,7 +32,7 @@ from dl.experiments.common import (
 NAME = "transfer_learning"
 SETTINGS = {
     "full": dict(pretrain_epochs=15, labels=(10, 100, 1000, None), steps=600, seeds=5),
-    "quick": dict(pretrain_epochs=3, labels=(10, 100, None), steps=200, seeds=2),
+    "quick": dict(pretrain_epochs=3, labels=(10, 100, None), steps=150, seeds=2),
 }
 ARMS = ("scratch", "fine_tuned", "frozen_features")
 # Half the recipe CNN's width: 18 runs of 200 steps each must fit the quick mode's budget.
