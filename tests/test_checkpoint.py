@@ -68,6 +68,7 @@ def _latest_on_disk(out: Path) -> int:
     return max(steps, default=-1)
 
 
+@pytest.mark.slow  # about 2 minutes; the SIGTERM test stays in the default run
 def test_sigkill_at_random_points_then_resume_is_bitwise_identical(tmp_path):
     ref = tmp_path / "ref"
     subprocess.run([*CLI, *RUN, "--out", str(ref)], check=True, capture_output=True, timeout=600)

@@ -23,7 +23,7 @@ def test_index_has_one_table_across_experiments_and_embeds_figures(tmp_path):
             "time_s": 12.0,
             "verdicts": [
                 verdict("claim one", "x > 1", "x = 2", True),
-                verdict("claim <two>", "y < 0", "y = 3", False),
+                verdict("claim <two>", "|y| < 0", "y = 3", False),
             ],
             "figures": ["figures/curve.png"],
         },
@@ -33,6 +33,7 @@ def test_index_has_one_table_across_experiments_and_embeds_figures(tmp_path):
     paths = write_index(tmp_path, entries, quick=True, seed=3)
     md = (tmp_path / "index.md").read_text()
     assert "| [a](a/report.md) | claim one | x > 1 | x = 2 | **PASS** |" in md
+    assert "| claim <two> | \\|y\\| < 0 | y = 3 | **FAIL** |" in md  # pipes escaped
     assert "**FAIL**" in md and "**NOT MEASURED**" in md and "RuntimeError: boom" in md
     assert "1 ERROR, 1 FAIL, 1 NOT MEASURED, 1 PASS" in md
     page = (tmp_path / "index.html").read_text()

@@ -11,7 +11,7 @@ from dl.recipes import default_config, train_and_evaluate
 @pytest.mark.parametrize(
     "model, dataset, lo, hi",
     [
-        ("cnn", "mnist5k", 0.97, 1.0),
+        pytest.param("cnn", "mnist5k", 0.97, 1.0, marks=pytest.mark.slow),  # about 80 s
         ("mlp", "mnist5k", 0.94, 1.0),
         ("cnn", "mnist1d", 0.92, 1.0),  # published 1-D CNN: 94%
         ("linear", "mnist1d", 0.29, 0.35),  # published logistic regression: 32%
@@ -44,6 +44,7 @@ def test_gru_on_mnist1d_quick(tmp_path):
     assert res["test_accuracy"] >= 0.85, res["test_accuracy"]  # published GRU: 91%
 
 
+@pytest.mark.slow  # about 70 s on 2 cores
 def test_transformer_on_mnist5k_quick(tmp_path):
     res = _quick("transformer", "mnist5k", tmp_path)
     assert res["test_accuracy"] >= 0.95, res["test_accuracy"]
@@ -59,6 +60,7 @@ def test_lstm_solves_the_adding_problem_where_the_simple_rnn_does_not(tmp_path):
     assert rnn["mse_ratio"] >= 0.10, rnn["mse_ratio"]
 
 
+@pytest.mark.slow  # about 3 minutes on 2 cores
 def test_char_lm_quick(tmp_path):
     res = _quick("lm", "pytext", tmp_path)
     assert res["bits_per_char"] < 2.5, res["bits_per_char"]

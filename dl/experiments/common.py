@@ -33,10 +33,16 @@ def _jsonable(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def md_cell(x: Any) -> str:
+    """Text for a Markdown table cell: a "|" (as in |grad|) would end the cell."""
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
 def verdict_table(verdicts: list[dict[str, Any]]) -> str:
     rows = ["| claim | criterion | measured | verdict |", "|---|---|---|---|"]
     for v in verdicts:
-        rows.append(f"| {v['claim']} | {v['criterion']} | {v['measured']} | **{status(v)}** |")
+        cells = (md_cell(v[k]) for k in ("claim", "criterion", "measured"))
+        rows.append("| " + " | ".join(cells) + f" | **{status(v)}** |")
     return "\n".join(rows)
 
 

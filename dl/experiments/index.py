@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dl.experiments.common import status
+from dl.experiments.common import md_cell, status
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem;
@@ -78,8 +78,8 @@ def write_index(root: Path, entries: list[dict[str, Any]], *, quick: bool, seed:
     ]
     for name, v, st in _entries_rows(entries):
         md.append(
-            f"| [{name}]({name}/report.md) | {v['claim']} | {v['criterion']} | "
-            f"{v['measured']} | **{st}** |"
+            f"| [{name}]({name}/report.md) | {md_cell(v['claim'])} | {md_cell(v['criterion'])} | "
+            f"{md_cell(v['measured'])} | **{st}** |"
         )
     md += ["", "## Run time", "", "| experiment | seconds |", "|---|---|"]
     md += [f"| {e['experiment']} | {e.get('time_s', 0):.0f} |" for e in entries]

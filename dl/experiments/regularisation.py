@@ -106,7 +106,9 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
         gap = mean(name, "train_accuracy") - test
         verdicts.append(
             verdict(
-                f"{name.replace('_', ' ').capitalize()} helps generalisation",
+                "All five together help generalisation"
+                if name == "all"
+                else f"{name.replace('_', ' ').capitalize()} helps generalisation",
                 "higher test accuracy and a smaller train-test gap than no regularisation",
                 f"test {100 * test:.1f}% vs {100 * base_test:.1f}%; gap {100 * gap:.1f} vs "
                 f"{100 * base_gap:.1f} points",

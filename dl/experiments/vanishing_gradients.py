@@ -211,8 +211,8 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     for variant in ("batchnorm", "residual"):
         verdicts.append(
             verdict(
-                f"{'Batch norm' if variant == 'batchnorm' else 'Residual connections'} "
-                "keep sigmoid gradients from vanishing",
+                f"{'Batch norm keeps' if variant == 'batchnorm' else 'Residual connections keep'}"
+                " sigmoid gradients from vanishing",
                 f"at init, depth {dmax}: sigmoid first/last ratio >= 100x the plain net's",
                 f"{ratio('sigmoid', variant):.1e} vs plain {ratio('sigmoid', 'plain'):.1e}",
                 ratio("sigmoid", variant) >= 100 * ratio("sigmoid", "plain"),

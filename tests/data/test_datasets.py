@@ -96,8 +96,8 @@ def test_shapes_deterministic_and_classes_distinct():
 
 
 def test_unknown_dataset_names_choices():
-    with pytest.raises(ValueError, match=r"Unknown dataset 'mnist'.*mnist5k"):
-        data.load("mnist")
+    with pytest.raises(ValueError, match=r"Unknown dataset 'mnist3k'.*mnist5k"):
+        data.load("mnist3k")
 
 
 def test_bad_dataset_option():

@@ -69,6 +69,7 @@ def test_judge_counts_classes_and_confidence():
     assert got["mean_confidence"] == pytest.approx((0.9 + 0.7 + 0.6) / 3)
 
 
+@pytest.mark.slow  # about 2.5 minutes
 def test_dcgan_quick_samples_look_like_digits_of_every_class(tmp_path):
     res = train_and_evaluate(
         default_config("dcgan", "mnist5k", quick=True), tmp_path, progress=False
