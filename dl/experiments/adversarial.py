@@ -39,7 +39,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = SETTINGS["quick" if quick else "full"]
-    timer = Timer()
+    timer = Timer(log=None if quick else NAME)  # full runs report progress
     ds = data.load("mnist5k")
     with timer("train"):
         clf = DeepClassifier("cnn", "mnist5k", epochs=s["epochs"], seed=seed).fit(*ds.train)

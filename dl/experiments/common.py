@@ -48,18 +48,27 @@ def verdict_table(verdicts: list[dict[str, Any]]) -> str:
 
 class Timer:
     """Wall-clock sections: `with timer("name"): ...`; `timer.sections` in seconds
-    (a section entered again adds up)."""
+    (a section entered again adds up). With `log` (e.g. "dl_vs_elm"), each section's
+    start and end go to stderr, so a long full-mode run shows where it is."""
 
-    def __init__(self):
+    def __init__(self, log: str | None = None):
         self.sections: dict[str, float] = {}
+        self.log = log
 
     @contextlib.contextmanager
     def __call__(self, name: str):
+        import sys
+
         t0 = time.perf_counter()
+        if self.log:
+            print(f"  [{self.log}] {name} ...", file=sys.stderr, flush=True)
         try:
             yield
         finally:
-            self.sections[name] = self.sections.get(name, 0.0) + time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            self.sections[name] = self.sections.get(name, 0.0) + took
+            if self.log:
+                print(f"  [{self.log}] {name}: {took:.0f} s", file=sys.stderr, flush=True)
 
 
 def train_classifier(

@@ -57,7 +57,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = SETTINGS["quick" if quick else "full"]
-    timer = Timer()
+    timer = Timer(log=None if quick else NAME)  # full runs report progress
     (x, y), test = _pool(max(s["sizes"]))
     acc: dict[str, dict[int, list[float]]] = {
         m: {n: [] for n in s["sizes"]} for m in (*DEEP, *CLASSICAL)

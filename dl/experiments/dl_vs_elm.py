@@ -469,7 +469,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = dict(SETTINGS["quick" if quick else "full"])
-    timer = Timer()
+    timer = Timer(log=None if quick else NAME)  # full runs report progress
     with timer("a"):
         rows, ridge_spread, solves = _part_a(s, timer)
     summary = _summary(rows)

@@ -371,7 +371,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = SETTINGS["quick" if quick else "full"]
-    timer = Timer()
+    timer = Timer(log=None if quick else NAME)  # full runs report progress
     per_dataset: dict[str, Any] = {}
     verdicts: list[dict[str, Any]] = []
     for name in MODELS:

@@ -76,7 +76,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = SETTINGS["quick" if quick else "full"]
-    timer = Timer()
+    timer = Timer(log=None if quick else NAME)  # full runs report progress
     rows: dict[str, dict[str, Any]] = {}
     kept = {}
     for name, (train, test) in _datasets().items():

@@ -82,7 +82,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = SETTINGS["quick" if quick else "full"]
-    timer = Timer()
+    timer = Timer(log=None if quick else NAME)  # full runs report progress
     ds = data.load("mnist5k")
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in TECHNIQUES}
     for i in range(s["seeds"]):

@@ -3,8 +3,8 @@
 The claim (source texts): pre-trained models can be fine-tuned for a new task with little
 data. A CNN (the recipe's at half width) is pre-trained on mnist5k digits 0-4 (task A),
 then trained on digits 5-9 (task B) with 10, 100 or all of B's training labels: from
-scratch, fine-tuning every layer from the pre-trained weights, and training only a new
-head on the frozen pre-trained features. Every arm gets the same number of steps.
+scratch and fine-tuning every layer from the pre-trained weights (the same number of
+optimizer steps), and a linear read-out of the frozen pre-trained features.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = SETTINGS["quick" if quick else "full"]
-    timer = Timer()
+    timer = Timer(log=None if quick else NAME)  # full runs report progress
     ds = data.load("mnist5k")
     (x, y), (xt, yt) = ds.train, ds.test
     a_train, a_test = _split(x, y, 0, 5), _split(xt, yt, 0, 5)
@@ -70,6 +70,8 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
         pre = train_classifier(model, a_train, epochs=s["pretrain_epochs"], seed=seed)
     pre_acc = accuracy(model, pre.state, *a_test)
     body = {k: v for k, v in pre.state.params.items() if k != "head"}
+    penultimate = f"hidden{len(CNN['dense']) - 1}"
+    test_feats = analysis.activations(model, pre.state, b_test[0], include_input=False)[penultimate]
     acc: dict[str, dict[str, list[float]]] = {a: {} for a in ARMS}
     for n in s["labels"]:
         key = "all" if n is None else str(n)
@@ -87,16 +89,14 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
                 fit = train_classifier(model, train, params=body, **common)
                 acc["fine_tuned"][key].append(accuracy(model, fit.state, *b_test))
             with timer("frozen_features"):
-                a, _ = analysis.train_frozen(
-                    model,
-                    train,
-                    b_test,
-                    copy=body,
-                    frozen=list(body),
-                    learning_rate=1e-3,
-                    **common,
+                # A linear read-out fitted to convergence (L-BFGS) on the frozen pre-trained
+                # penultimate features: Adam on a fresh head with the other arms' 150-200
+                # steps stayed near 34% and reached 70% only after 1500 steps.
+                feats = analysis.activations(model, pre.state, train[0], include_input=False)
+                probe = analysis.linear_probe(
+                    (feats[penultimate], train[1]), (test_feats, b_test[1]), num_classes=5
                 )
-                acc["frozen_features"][key].append(a)
+                acc["frozen_features"][key].append(probe.test_accuracy)
     mean = {arm: {k: statistics.mean(v) for k, v in d.items()} for arm, d in acc.items()}
     keys = list(mean["scratch"])
     gap = {k: mean["fine_tuned"][k] - mean["scratch"][k] for k in keys}
@@ -153,7 +153,9 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
         f"Pre-trained on digits 0-4 for {s['pretrain_epochs']} epochs (test accuracy on A "
         f"{100 * pre_acc:.1f}%). CNN {CNN}; Adam 1e-3 with warmup-cosine; "
         f"{s['steps']} optimizer steps per run (batch 64, or all examples when fewer); "
-        f"{s['seeds']} seeds, each a different draw of the labelled examples.",
+        f"{s['seeds']} seeds, each a different draw of the labelled examples. Frozen features: "
+        "an L2-regularised softmax fitted by L-BFGS (`dl.analysis.linear_probe`) on the "
+        "pre-trained network's last hidden layer.",
     ]
     (out / "report.md").write_text(
         report(

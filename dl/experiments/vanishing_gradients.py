@@ -178,7 +178,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = SETTINGS["quick" if quick else "full"]
-    timer = Timer()
+    timer = Timer(log=None if quick else NAME)  # full runs report progress
     at_init, training = _part_mlp(s, seed, timer)
     rnn = _part_rnn(s, seed, timer)
     dmax, dtr = max(s["depths"]), s["train_depth"]
