@@ -290,9 +290,12 @@ def test_signal_in_process_writes_checkpoint(tmp_path, monkeypatch):
             yield b
 
     monkeypatch.setattr(Strategy, "batches", counting_batches)
+    # Whatever handler the process had before (pytest's default, or another that an
+    # earlier test in this worker left) must be back afterwards.
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(train.TrainingInterrupted, match="SIGINT after step 3") as e:
         _fit(ds, model, tx, state, step=step, epochs=2, checkpoint_dir=tmp_path)
     monkeypatch.undo()
     assert e.value.exit_code == 130
     assert CheckpointManager(tmp_path).steps() == [3]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGINT) is before  # restored

@@ -3,6 +3,7 @@ mode, as CI runs them; each ends with assertions of its own (issue 10)."""
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,10 @@ def test_notebook_runs_end_to_end(path, tmp_path, monkeypatch):
         timeout=900,
         resources={"metadata": {"path": str(tmp_path)}},
     )
-    client.execute()  # raises CellExecutionError, with the cell's traceback, on failure
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        client.execute()  # raises CellExecutionError, with the cell's traceback, on failure
+    finally:  # jupyter_client leaves SIGINT ignored in this process; put it back
+        signal.signal(signal.SIGINT, handler)
     last = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     assert "ok" in last, last
