@@ -9,7 +9,6 @@ mode (BatchNorm running statistics, no dropout).
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -17,11 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-
-def _variables(state_or_variables) -> dict[str, Any]:
-    from dl.analysis import _variables as v
-
-    return v(state_or_variables)
+from dl.analysis import _variables
 
 
 def _loss_grad(model: nn.Module, variables, x, y):

@@ -572,6 +572,11 @@ def top_patches(
       Parts of a patch outside the input are zero.
     """
     acts, x = np.asarray(acts), np.asarray(x)
+    if len(acts) != len(x) or acts.ndim != x.ndim or acts.ndim < 3:
+        raise ValueError(
+            f"top_patches needs activations (N, *spatial, C) of the inputs (N, *spatial, C) "
+            f"with the same N and spatial rank; got {acts.shape} and {x.shape}."
+        )
     nd = acts.ndim - 2
     size = rf.size
     pad = size

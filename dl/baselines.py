@@ -108,7 +108,8 @@ class Result:
         return dataclasses.asdict(self)
 
 
-def _flat(x) -> np.ndarray:
+def flatten_inputs(x) -> np.ndarray:
+    """(N, ...) inputs as an (N, features) matrix for the flat-vector learners."""
     x = np.asarray(x)
     return x.reshape(len(x), -1)
 
@@ -126,7 +127,7 @@ def run(
     """Fit `estimator` on `train`, predict `test`; time both (wall clock) and score."""
     (x, y), (xt, yt) = train, test
     if flatten:
-        x, xt = _flat(x), _flat(xt)
+        x, xt = flatten_inputs(x), flatten_inputs(xt)
     t0 = time.perf_counter()
     estimator.fit(x, np.asarray(y))
     t1 = time.perf_counter()

@@ -469,17 +469,17 @@ def load_npz(
         raise FileNotFoundError(f"No .npz file at {path}.")
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in keys if k not in f.files]
-            if missing:
-                raise ValueError(
-                    f"{path} lacks {missing}; it has {sorted(f.files)}. Pass keys=(x_train, "
-                    "y_train, x_test, y_test) naming its arrays."
-                )
-            x_tr, y_tr, x_te, y_te = (np.asarray(f[k]) for k in keys)
-    except (OSError, EOFError, ValueError) as e:
-        if isinstance(e, ValueError) and "lacks" in str(e):
-            raise
+            arrays = {k: np.asarray(f[k]) for k in keys if k in f.files}
+            stored = sorted(f.files)
+    except (OSError, EOFError, ValueError) as e:  # not a zip, damaged, or object arrays
         raise ValueError(f"{path} is not a readable .npz file ({e}).") from e
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path} lacks {missing}; it has {stored}. Pass keys=(x_train, y_train, x_test, "
+            "y_test) naming its arrays."
+        )
+    x_tr, y_tr, x_te, y_te = (arrays[k] for k in keys)
     for y, k in ((y_tr, keys[1]), (y_te, keys[3])):
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise ValueError(

@@ -69,13 +69,11 @@ SETTINGS = {
 }
 
 
-def _flat(x):
-    return np.asarray(x).reshape(len(x), -1)
-
-
 def _elm_score(width, ridge, seed, train, test) -> float:
-    model = elm.ELMClassifier(width, ridge, seed=seed).fit(_flat(train[0]), train[1])
-    return model.score(_flat(test[0]), test[1])
+    model = elm.ELMClassifier(width, ridge, seed=seed).fit(
+        baselines.flatten_inputs(train[0]), train[1]
+    )
+    return model.score(baselines.flatten_inputs(test[0]), test[1])
 
 
 def _part_a(s, timer) -> tuple[list[dict], dict, dict]:
@@ -101,7 +99,7 @@ def _part_a(s, timer) -> tuple[list[dict], dict, dict]:
             with timer(f"elm/{name}"):
                 t0 = time.perf_counter()
                 sel = elm.select(
-                    _flat(ds.x_train),
+                    baselines.flatten_inputs(ds.x_train),
                     ds.y_train,
                     widths=s["widths"],
                     ridges=s["ridges"],
@@ -212,8 +210,8 @@ def _part_c(s, seed: int = 0) -> dict[str, Any]:
     width = n (the interpolation threshold)."""
     ds = data.load("mnist1d")
     n = s["width_scan_n"]
-    x, y = _flat(ds.x_train[:n]), ds.y_train[:n]
-    xt, yt = _flat(ds.x_test), ds.y_test
+    x, y = baselines.flatten_inputs(ds.x_train[:n]), ds.y_train[:n]
+    xt, yt = baselines.flatten_inputs(ds.x_test), ds.y_test
     mean, std = x.mean(0), x.std(0) + 1e-8
     x, xt = (x - mean) / std, (xt - mean) / std
     t = np.eye(10)[y]
@@ -275,8 +273,12 @@ def _part_e(seed: int = 0) -> dict[str, Any]:
     out = {}
     for name in DATASETS:
         ds = data.load(name)
-        a = elm.ELMClassifier(512, 1e-2, seed=seed).fit(_flat(ds.x_train), ds.y_train)
-        b = elm.ELMClassifier(512, 1e-2, seed=seed).fit(_flat(ds.x_train), ds.y_train)
+        a = elm.ELMClassifier(512, 1e-2, seed=seed).fit(
+            baselines.flatten_inputs(ds.x_train), ds.y_train
+        )
+        b = elm.ELMClassifier(512, 1e-2, seed=seed).fit(
+            baselines.flatten_inputs(ds.x_train), ds.y_train
+        )
         out[name] = a.beta_.tobytes() == b.beta_.tobytes()
     return out
 
@@ -295,7 +297,7 @@ def _device_timing(width: int = 1024, seed: int = 0) -> dict[str, float]:
     """Median ELM fit time on mnist5k on the CPU and, where present, on an accelerator
     (the same code, placed with `jax.default_device`)."""
     ds = data.load("mnist5k")
-    x, y = _flat(ds.x_train), ds.y_train
+    x, y = baselines.flatten_inputs(ds.x_train), ds.y_train
     out = {}
     for platform in ("cpu", "gpu", "tpu"):
         try:
@@ -328,7 +330,7 @@ def _part_f(d) -> dict[str, Any]:
 
 def _width_timing(s, seed: int = 0) -> list[tuple[int, float]]:
     ds = data.load("mnist5k")
-    x, y = _flat(ds.x_train), ds.y_train
+    x, y = baselines.flatten_inputs(ds.x_train), ds.y_train
     out = []
     for width in s["widths"]:
         model = elm.ELMClassifier(width, 1e-1, seed=seed, solver="primal")
@@ -431,7 +433,12 @@ def _hpelm(seed: int = 0) -> dict[str, Any]:
         return {"installed": False}
 
     ds = data.load("digits")
-    x, y, xt, yt = _flat(ds.x_train), ds.y_train, _flat(ds.x_test), ds.y_test
+    x, y, xt, yt = (
+        baselines.flatten_inputs(ds.x_train),
+        ds.y_train,
+        baselines.flatten_inputs(ds.x_test),
+        ds.y_test,
+    )
     width, ridge = 1000, 1e-2
     ours = elm.ELMClassifier(width, ridge, seed=seed)
     ours.fit(x, y)  # compile once

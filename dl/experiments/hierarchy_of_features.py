@@ -27,7 +27,15 @@ import optax
 
 from dl import analysis, data, models
 from dl.baselines import DeepClassifier
-from dl.experiments.common import Timer, status, verdict, verdict_table, write_results
+from dl.experiments.common import (
+    Timer,
+    pyplot,
+    save_figure,
+    summarize_verdicts,  # noqa: F401  (the experiment interface)
+    verdict,
+    verdict_table,
+    write_results,
+)
 
 NAME = "hierarchy_of_features"
 
@@ -97,8 +105,8 @@ def _analyse_seed(name, ds, seed, s, timer) -> dict[str, Any]:
     with timer(f"{name}/probes"):
         acts = {"trained": analysis.activations(model, clf.state_, x)}
         acts_t = {"trained": analysis.activations(model, clf.state_, xt)}
-        acts["init"] = analysis.activations(model, init, x)
-        acts_t["init"] = analysis.activations(model, init, xt)
+        acts["init"] = analysis.activations(model, init, x, include_input=False)
+        acts_t["init"] = analysis.activations(model, init, xt, include_input=False)
         probes = {
             which: {
                 layer: analysis.linear_probe(
@@ -108,6 +116,8 @@ def _analyse_seed(name, ds, seed, s, timer) -> dict[str, Any]:
             }
             for which in ("trained", "init")
         }
+        # The input is the same for both networks: one probe serves both rows.
+        probes["init"] = {"input": probes["trained"]["input"], **probes["init"]}
     n_cka = s["cka_examples"]
     with timer(f"{name}/cka"):
         sub = {k: v[:n_cka] for k, v in acts_t["trained"].items()}
@@ -158,9 +168,8 @@ def _analyse_seed(name, ds, seed, s, timer) -> dict[str, Any]:
         "erf": erf,
         "gabor_r2": gabor,
         "_acts_test": sub,  # for across-seed CKA (dropped before writing)
+        "_acts_test_all": acts_t["trained"],  # for the top-patch figure
         "_filters": filt,
-        "_model": model,
-        "_state": clf.state_,
         "_rfs": rfs,
     }
 
@@ -424,11 +433,7 @@ def _public(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _figures(out: Path, name: str, ds, d: dict[str, Any]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     seeds = d["seeds"]
     layers = list(seeds[0]["probes"]["trained"])
     blocks = d["across"]["blocks"]
@@ -450,7 +455,7 @@ def _figures(out: Path, name: str, ds, d: dict[str, Any]) -> list[str]:
     ax.set_ylabel("linear probe test accuracy (%)")
     ax.set_title(f"{name}: probe accuracy by layer ({len(seeds)} seeds)")
     ax.legend()
-    files.append(_save(fig, out, f"probes_{name}.png"))
+    files.append(save_figure(fig, out, f"probes_{name}.png"))
 
     # CKA: within a network, across two seeds, and with the labels.
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
@@ -487,7 +492,7 @@ def _figures(out: Path, name: str, ds, d: dict[str, Any]) -> list[str]:
     axes[2].set_xticks(range(len(layers)), layers)
     axes[2].set_title("CKA with the one-hot labels")
     fig.suptitle(name)
-    files.append(_save(fig, out, f"cka_{name}.png"))
+    files.append(save_figure(fig, out, f"cka_{name}.png"))
 
     # First-layer filters: trained and at init (seed 0).
     filt = seeds[0]["_filters"]
@@ -505,7 +510,7 @@ def _figures(out: Path, name: str, ds, d: dict[str, Any]) -> list[str]:
             ax.set_yticks([])
         axes[row, 0].set_ylabel(which)
     fig.suptitle(f"{name}: first-layer filters (seed {seeds[0]['seed']})")
-    files.append(_save(fig, out, f"filters_{name}.png"))
+    files.append(save_figure(fig, out, f"filters_{name}.png"))
 
     # Effective receptive field per block.
     erf = seeds[0]["erf"]
@@ -520,12 +525,12 @@ def _figures(out: Path, name: str, ds, d: dict[str, Any]) -> list[str]:
             ax.plot(m, "k-")
         ax.set_title(f"{b}: ERF {erf[b]['erf_size']}, RF {erf[b]['rf_area_in_input']}", fontsize=9)
     fig.suptitle(f"{name}: |d centre unit / d input| (seed {seeds[0]['seed']})")
-    files.append(_save(fig, out, f"erf_{name}.png"))
+    files.append(save_figure(fig, out, f"erf_{name}.png"))
 
     # Top patches per block (seed 0): rows = channels, columns = patches.
-    model, state, rfs = seeds[0]["_model"], seeds[0]["_state"], seeds[0]["_rfs"]
+    rfs = seeds[0]["_rfs"]
     xt = ds.test[0]
-    acts = analysis.activations(model, state, xt, include_input=False)
+    acts = seeds[0]["_acts_test_all"]
     fig, axes = plt.subplots(
         1, len(blocks), figsize=(4 * len(blocks), 4), squeeze=False, layout="constrained"
     )
@@ -553,7 +558,7 @@ def _figures(out: Path, name: str, ds, d: dict[str, Any]) -> list[str]:
         ax.set_yticks([])
         ax.set_title(f"{b} (RF {rfs[b].size})")
     fig.suptitle(f"{name}: most exciting input patches (rows: channels)")
-    files.append(_save(fig, out, f"patches_{name}.png"))
+    files.append(save_figure(fig, out, f"patches_{name}.png"))
 
     # Transfer by layer.
     if d["transfer"]:
@@ -576,17 +581,8 @@ def _figures(out: Path, name: str, ds, d: dict[str, Any]) -> list[str]:
         ax.set_ylabel("test accuracy on B (%)")
         ax.set_title(f"{name}: transfer by layer ({len(t)} seed(s))")
         ax.legend(fontsize=7)
-        files.append(_save(fig, out, f"transfer_{name}.png"))
+        files.append(save_figure(fig, out, f"transfer_{name}.png"))
     return files
-
-
-def _save(fig, out: Path, filename: str) -> str:
-    import matplotlib.pyplot as plt
-
-    (out / "figures").mkdir(exist_ok=True)
-    fig.savefig(out / "figures" / filename, dpi=110)
-    plt.close(fig)
-    return f"figures/{filename}"
 
 
 # ---------------------------------------------------------------------------------- report
@@ -686,7 +682,3 @@ def _report(r: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def summarize_verdicts(results) -> str:
-    return "\n".join(f"{status(v)}: {v['claim']} ({v['measured']})" for v in results["verdicts"])

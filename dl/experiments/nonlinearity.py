@@ -62,7 +62,7 @@ def _collapse_error(model, state, x, depth) -> float:
 
     out = train.predict(model, state, x).astype(np.float64)
     w, b = composed_linear_map(state.params, depth)
-    lin = x.reshape(len(x), -1).astype(np.float64) @ w + b
+    lin = baselines.flatten_inputs(x).astype(np.float64) @ w + b
     return float(np.abs(out - lin).max() / np.abs(out).max())
 
 
@@ -193,7 +193,7 @@ def _figures(out: Path, rows, kept) -> list[str]:
     from dl import train
 
     plt = pyplot()
-    (tr, _), _ = circles(), None
+    tr, _ = circles()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), layout="constrained")
     g = np.linspace(-1.6, 1.6, 200, dtype=np.float32)
     gx, gy = np.meshgrid(g, g)
