@@ -194,6 +194,8 @@ def test_top_patches_by_hand():
     np.testing.assert_array_equal(patches[0, 0, :, 0], [5.0, 4.0])
     np.testing.assert_array_equal(patches[0, 1, :, 0], [1.0, 2.0])
     np.testing.assert_array_equal(values[0], [9.0, 3.0])
+    with pytest.raises(ValueError, match="same N and spatial rank"):
+        analysis.top_patches(acts[:2], x, rf)
 
 
 # --------------------------------------------------------------------- frozen-layer training
