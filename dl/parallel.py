@@ -420,6 +420,45 @@ class Strategy:
             .compile()
         )
 
+    def compile_train_loop(self, train_step: Callable, state, sums, data, plan) -> Callable | None:
+        """Compile `dl.train.make_train_loop(train_step)` once for this strategy.
+
+        Returns `loop(state, sums, x, y, idx, mask, start, stop) -> (state, sums)`, which
+        runs steps `start..stop-1` of an epoch plan (`idx`, `mask` from
+        `dl.data.epoch_indices`) in one call: each batch is gathered on the device and
+        the metrics are summed into `sums`, so the host dispatches one call for many
+        steps. The state and sums are donated. Returns None where batches come from the
+        host or each device runs its own program ("pmap", several processes): there
+        `fit` calls the step once per batch.
+        """
+        from dl.train import make_train_loop
+
+        if self.name == "pmap" or self.multi_process:
+            return None
+        bounds = (np.int32(0), np.int32(1))
+        if self.name == "single":
+            loop = make_train_loop(train_step)
+            jitted = jax.jit(loop, donate_argnums=(0, 1))
+        else:
+            loop = make_train_loop(
+                train_step,
+                constrain=lambda b: jax.lax.with_sharding_constraint(b, self.batch_sharding),
+            )
+            rep = self.replicated
+            tree_rep = lambda t: jax.tree.map(lambda _: rep, t)  # noqa: E731
+            jitted = jax.jit(
+                loop,
+                in_shardings=(tree_rep(state), tree_rep(sums), rep, rep, rep, rep, rep, rep),
+                out_shardings=(tree_rep(state), tree_rep(sums)),
+                donate_argnums=(0, 1),
+            )
+        return jitted.lower(state, sums, *data, *plan, *bounds).compile()
+
+    def put_plan(self, plan):
+        """Place an epoch plan (idx, mask) where `compile_train_loop`'s loop reads it."""
+        where = self.devices[0] if self.name == "single" else self.replicated
+        return tuple(jax.device_put(a, where) for a in plan)
+
     def jit_eval_step(self, eval_step: Callable) -> Callable:
         """`eval_step` compiled for this strategy; returns global metric sums."""
         if self.name == "pmap":

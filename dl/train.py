@@ -33,7 +33,7 @@ from flax import struct
 
 from dl import metrics as metrics_lib
 from dl._errors import check_positive_int
-from dl.data.batching import batches, num_batches
+from dl.data.batching import batches, epoch_plan, gather_step, num_batches
 from dl.data.validate import check_arrays
 from dl.losses import LOSSES, get_loss
 from dl.parallel import collective_axis, psum_if_mapped
@@ -281,6 +281,47 @@ def make_train_step(
     return train_step
 
 
+def make_train_loop(train_step: Callable, *, constrain: Callable | None = None) -> Callable:
+    """Run many steps of `train_step` in one call: the fit loop's inner loop.
+
+    Returns the pure `loop(state, sums, x, y, idx, mask, start, stop) -> (state, sums)`.
+    It runs steps `start..stop-1` of an epoch plan (`idx`, `mask` of shape
+    (steps, batch), from `dl.data.epoch_indices`) in a `lax.fori_loop`: step i gathers
+    batch `idx[i]` of the device-resident (x, y) and adds its metrics to `sums` (from
+    `zero_metrics`). Compiled once, it serves any `start` and `stop`, so a call can stop
+    at a checkpoint or a signal check and the result does not depend on how an epoch is
+    cut into calls. Small models gain most: the host dispatches one call, not three
+    (gather, step, metric sum), per step.
+
+    Args:
+      train_step: a pure step from `make_train_step` (or one with its signature).
+      constrain: applied to each gathered batch (the sharded strategy places it).
+    """
+
+    def loop(state, sums, x, y, idx, mask, start, stop):
+        def body(i, carry):
+            st, acc = carry
+            batch = gather_step(x, y, idx, mask, i)
+            if constrain is not None:
+                batch = constrain(batch)
+            st, m = train_step(st, batch)
+            return st, metrics_lib.add(acc, m)
+
+        return jax.lax.fori_loop(start, stop, body, (state, sums))
+
+    return loop
+
+
+def zero_metrics(train_step: Callable, state: TrainState, batch: Batch) -> Metrics:
+    """The identity of `dl.metrics.add` for `train_step`'s metrics: zeros, and
+    `dl.metrics.NO_STEP` for the keys combined by minimum."""
+    shapes = jax.eval_shape(train_step, state, batch)[1]
+    return {
+        k: jnp.full(v.shape, metrics_lib.NO_STEP if k in metrics_lib.MIN_KEYS else 0, v.dtype)
+        for k, v in shapes.items()
+    }
+
+
 def _all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
@@ -436,6 +477,49 @@ def _copy_tree(tree):
     return jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, tree)
 
 
+class _CallSize:
+    """How `fit` cuts an epoch into calls of the compiled train loop.
+
+    A call runs `steps_per_call` steps, stopping early at the end of the epoch and at a
+    checkpoint step. With "auto" the first call runs one step, the second (one step,
+    timed to completion) measures a step, and later calls run about `TARGET_S` of steps:
+    long enough that dispatch costs nothing, short enough that a signal is answered
+    quickly. Timing syncs with the device only during those first calls.
+    """
+
+    TARGET_S = 0.05
+    MAX_STEPS = 10_000
+
+    def __init__(self, steps_per_call: int | str):
+        self.auto = steps_per_call == "auto"
+        self.size = 1 if self.auto else int(steps_per_call)
+        self.calls = 0
+
+    def chunks(self, start: int, end: int, step: int, checkpoint_every: int | None):
+        """Yield (first, stop, None) for the calls covering steps start..end-1 of an epoch,
+        where `step` is the global step count before `start`."""
+        i = start
+        while i < end:
+            stop = min(end, i + self.size)
+            if checkpoint_every is not None:
+                next_ckpt = (step // checkpoint_every + 1) * checkpoint_every
+                stop = min(stop, i + next_ckpt - step)
+            yield i, stop, None
+            step += stop - i
+            i = stop
+
+    def timed(self, loop_fn, *args):
+        self.calls += 1
+        if not self.auto or self.calls > 2:
+            return loop_fn(*args)
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(loop_fn(*args))
+        if self.calls == 2:  # the first call may pay one-off costs
+            seconds = max(time.perf_counter() - t0, 1e-6)
+            self.size = int(min(self.MAX_STEPS, max(1, self.TARGET_S // seconds)))
+        return out
+
+
 class TrainingInterrupted(Exception):
     """SIGTERM or SIGINT stopped `fit` after a whole step; a checkpoint was written.
 
@@ -518,6 +602,7 @@ def fit(
     handle_signals: bool = True,
     strategy: str | Any = "auto",
     devices: int | None = None,
+    steps_per_call: int | str = "auto",
 ) -> FitResult:
     """Train `state` for `epochs` passes over `train_data`.
 
@@ -563,6 +648,11 @@ def fit(
         batch_size is the global batch and must divide over the devices. Checkpoints hold
         the logical (unreplicated) state, so they resume on any number of devices.
       devices: use the first `devices` devices (default: all, or one for "single").
+      steps_per_call: train steps per compiled call (`make_train_loop`): an int, or
+        "auto", which times one step and runs about 50 ms of steps per call. A call
+        also ends at the end of an epoch and at a checkpoint; signals are checked
+        between calls. The result does not depend on it. ("pmap" and several processes
+        call the step once per batch.)
 
     Returns:
       A `FitResult`.
@@ -579,6 +669,12 @@ def fit(
 
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
+    if isinstance(steps_per_call, str) and steps_per_call != "auto":
+        raise ValueError(
+            f'steps_per_call must be a positive integer or "auto"; got {steps_per_call!r}.'
+        )
+    if steps_per_call != "auto":
+        steps_per_call = check_positive_int("steps_per_call", steps_per_call)
     strategy = get_strategy(strategy, devices, batch_size=batch_size)
     eval_every = check_positive_int("eval_every", eval_every)
     eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
@@ -703,8 +799,19 @@ def fit(
 
     first = next(strategy.batches(train_dev, batch_size, seed=seed, epoch=0))
     t0 = time.perf_counter()
-    step_fn = strategy.compile_train_step(train_step, state, first)
+    plan0 = epoch_plan(len(x), batch_size, seed, 0, True, "drop", 0)
+    loop_fn = step_fn = None
+    if strategy.name == "pmap" or strategy.multi_process:  # one call per step
+        step_fn = strategy.compile_train_step(train_step, state, first)
+    else:
+        zero_sums = zero_metrics(train_step, state, first)
+        if sums is not None:  # resumed inside an epoch: the dtypes the loop expects
+            sums = {k: jnp.asarray(v, zero_sums[k].dtype) for k, v in sums.items()}
+        loop_fn = strategy.compile_train_loop(
+            train_step, state, zero_sums, train_dev, strategy.put_plan(plan0)
+        )
     compile_time = time.perf_counter() - t0
+    calls = _CallSize(steps_per_call)
     eval_fn = strategy.jit_eval_step(eval_step)
 
     def run_eval(data) -> dict[str, float]:
@@ -729,18 +836,31 @@ def fit(
                 skip = batch0 if epoch == epoch0 else 0
                 if skip == 0:
                     sums = None
-                epoch_batches = strategy.batches(
-                    train_dev, batch_size, seed=seed, epoch=epoch - 1, start=skip
-                )
-                for i, batch in enumerate(epoch_batches, start=skip):
-                    state, m = step_fn(state, batch)
-                    sums = m if sums is None else metrics_lib.add(sums, m)
-                    step += 1
+                if loop_fn is None:  # one call per step
+                    epoch_batches = strategy.batches(
+                        train_dev, batch_size, seed=seed, epoch=epoch - 1, start=skip
+                    )
+                    chunks = ((i, i + 1, b) for i, b in enumerate(epoch_batches, start=skip))
+                else:
+                    plan = strategy.put_plan(
+                        epoch_plan(len(x), batch_size, seed, epoch - 1, True, "drop", skip)
+                    )
+                    chunks = calls.chunks(skip, steps_per_epoch, step, checkpoint_every)
+                for i, stop, batch in chunks:
+                    if loop_fn is None:
+                        state, m = step_fn(state, batch)
+                        sums = m if sums is None else metrics_lib.add(sums, m)
+                    else:
+                        acc = _copy_tree(zero_sums) if sums is None else sums  # donated
+                        state, sums = calls.timed(
+                            loop_fn, state, acc, *train_dev, *plan, np.int32(i), np.int32(stop)
+                        )
+                    step += stop - i
                     if flag.signum is not None:
-                        save_checkpoint(epoch, i + 1)
+                        save_checkpoint(epoch, stop)
                         raise TrainingInterrupted(flag.signum, step, mngr and mngr.directory)
                     if checkpoint_every is not None and step % checkpoint_every == 0:
-                        save_checkpoint(epoch, i + 1)
+                        save_checkpoint(epoch, stop)
                 summary = metrics_lib.summarize(sums)
                 if summary.get("nonfinite_steps") and not _skips_nonfinite(train_step):
                     raise _nonfinite_error(sums, f"epoch {epoch}")

@@ -275,26 +275,22 @@ def test_skip_nonfinite_policy_skips_the_bad_step_only(tmp_path):
 
 
 def test_signal_in_process_writes_checkpoint(tmp_path, monkeypatch):
-    from dl.parallel import Strategy
-
     ds, model, tx, state = _small_state()
     step = train.make_train_step(model, tx)
-    calls = {"n": 0}
-    orig = Strategy.batches
+    orig = train._CallSize.timed
 
-    def counting_batches(*a, **k):
-        for b in orig(*a, **k):
-            calls["n"] += 1
-            if calls["n"] == 4:  # the 3rd training batch (the 1st is the compile sample)
-                os.kill(os.getpid(), signal.SIGINT)
-            yield b
+    def signalling_call(self, *a):
+        out = orig(self, *a)
+        if self.calls == 3:  # SIGINT arrives during the 3rd call (of one step each)
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
 
-    monkeypatch.setattr(Strategy, "batches", counting_batches)
+    monkeypatch.setattr(train._CallSize, "timed", signalling_call)
     # Whatever handler the process had before (pytest's default, or another that an
     # earlier test in this worker left) must be back afterwards.
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(train.TrainingInterrupted, match="SIGINT after step 3") as e:
-        _fit(ds, model, tx, state, step=step, epochs=2, checkpoint_dir=tmp_path)
+        _fit(ds, model, tx, state, step=step, epochs=2, checkpoint_dir=tmp_path, steps_per_call=1)
     monkeypatch.undo()
     assert e.value.exit_code == 130
     assert CheckpointManager(tmp_path).steps() == [3]

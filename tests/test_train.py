@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dl import data, models, optim, train
+from dl import data, metrics, models, optim, train
+from dl.checkpoint import CheckpointManager
 
 
 def _setup(name="mlp", seed=0, **kw):
@@ -187,6 +188,8 @@ def test_fit_rejects_bad_data(mutate, match):
         (dict(batch_size=-4), "got -4"),
         (dict(epochs=0), "epochs must be a positive integer; got 0"),
         (dict(batch_size=10_000), "batch_size 10000 is larger than the 1437 training examples"),
+        (dict(steps_per_call=0), "steps_per_call must be a positive integer; got 0"),
+        (dict(steps_per_call="fast"), "positive integer or \"auto\"; got 'fast'"),
     ],
 )
 def test_fit_rejects_bad_hyperparameters(kw, match):
@@ -268,3 +271,55 @@ def test_fit_checks_sequence_labels_and_token_inputs():
         train.fit(state, step, ev, (x, x + 5), **kw)
     with pytest.raises(ValueError, match="integer token ids"):
         train.fit(state, step, ev, (x.astype(np.float32), x), **kw)
+
+
+def test_steps_per_call_does_not_change_the_result(tmp_path):
+    """fit runs many steps per compiled call (`make_train_loop`); however an epoch is cut
+    into calls (here 22 steps per epoch: 1 each, 5 + a remainder of 2, timed "auto", and
+    5 cut again at checkpoints every 3 steps) the result is bitwise the same."""
+    ds, model, tx, state = _setup("cnn", channels=(4,), dense=(16,), dropout=0.2, batch_norm=True)
+    runs = {k: _fit(ds, model, tx, state, epochs=2, steps_per_call=k) for k in (1, 5, "auto")}
+    runs["ckpt"] = _fit(
+        ds,
+        model,
+        tx,
+        state,
+        epochs=2,
+        steps_per_call=5,
+        checkpoint_dir=tmp_path,
+        checkpoint_every=3,
+    )
+    assert CheckpointManager(tmp_path).steps()[-1] == 2 * 22
+    for k in (5, "auto", "ckpt"):
+        chex.assert_trees_all_equal(runs[1].state, runs[k].state)
+        assert runs[1].history[-1]["train/loss"] == runs[k].history[-1]["train/loss"]
+    assert int(runs[5].state.step) == 2 * (len(ds.x_train) // 64)
+
+
+def test_fit_loop_matches_stepping_by_hand():
+    """The compiled loop (gather, step, metric sums in one call) trains as calling the
+    jitted step on each batch does, to float rounding (XLA fuses the loop body on its
+    own), with the same epoch metrics."""
+    ds, model, tx, state = _setup()
+    res = _fit(ds, model, tx, state, epochs=2, steps_per_call=7)
+    step = jax.jit(train.make_train_step(model, tx))
+    manual, sums = state, None
+    for epoch in range(2):
+        sums = None
+        for batch in data.batches(*ds.train, 64, seed=0, epoch=epoch):
+            manual, m = step(manual, batch)
+            sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+    chex.assert_trees_all_close(res.state.params, manual.params, atol=1e-5, rtol=1e-5)
+    assert res.history[-1]["train/count"] == int(sums["count"])
+    assert res.history[-1]["train/accuracy"] == pytest.approx(
+        int(sums["correct"]) / int(sums["count"]), abs=2 / int(sums["count"])
+    )
+
+
+def test_zero_metrics_is_the_identity_of_add():
+    ds, model, tx, state = _setup()
+    step = train.make_train_step(model, tx)
+    batch = next(data.batches(*ds.train, 32))
+    _, m = jax.jit(step)(state, batch)
+    zero = train.zero_metrics(step, state, batch)
+    chex.assert_trees_all_equal(metrics.add(zero, m), m)

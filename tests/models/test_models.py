@@ -1,6 +1,7 @@
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from dl.models import MODELS, get_model
@@ -114,3 +115,68 @@ def test_input_shape_errors_are_clear():
         get_model("lenet5", 10).init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
     with pytest.raises(ValueError, match=r"channels last; got shape \(1, 784\).*x\[\.\.\., None\]"):
         get_model("cnn", 10).init(jax.random.key(0), jnp.ones((1, 784)))
+
+
+# ---- pooling by reshape (dl.models.layers.pool), checked against flax's reduce_window
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8, 4), (2, 7, 9, 3), (2, 11, 5)])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_matches_flax_pooling_and_its_gradient(shape, kind):
+    import flax.linen as nn
+
+    from dl.models.layers import pool
+
+    x = jax.random.normal(jax.random.key(0), shape)  # no ties: one gradient is right
+    window = (2,) * (len(shape) - 2)
+    ref_pool = nn.max_pool if kind == "max" else nn.avg_pool
+
+    def ref(x):
+        return ref_pool(x, window, strides=window)
+
+    def ours(x):
+        return pool(x, kind, 2)
+
+    np.testing.assert_allclose(ours(x), ref(x), rtol=1e-6, atol=1e-7)
+    assert ours(x).shape == ref(x).shape  # odd sizes drop the remainder ("VALID")
+    w = jax.random.normal(jax.random.key(1), ref(x).shape)
+    g_ours = jax.grad(lambda x: jnp.sum(jnp.sin(ours(x)) * w))(x)
+    g_ref = jax.grad(lambda x: jnp.sum(jnp.sin(ref(x)) * w))(x)
+    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-6, atol=1e-7)
+
+
+def test_pool_rejects_bad_kind_and_too_small_inputs():
+    from dl.models.layers import pool
+
+    with pytest.raises(ValueError, match="pool must be 'max', 'avg' or 'none'; got 'min'"):
+        pool(jnp.zeros((1, 4, 4, 1)), "min", 2)
+    with pytest.raises(ValueError, match=r"spatial shape \(1, 4\)"):
+        pool(jnp.zeros((1, 1, 4, 1)), "max", 2)
+
+
+def test_relu_cnn_gradients_unchanged_by_the_pooling_rewrite(monkeypatch):
+    """After a ReLU, max-pool windows of zeros tie; the reshape pooling shares their
+    gradient where flax gives it to one, and the ReLU zeroes it either way: the
+    parameter gradients of a LeNet-5 and a CNN equal those with flax's max_pool."""
+    import flax.linen as nn
+
+    from dl.models import cnn as cnn_module
+
+    x = jax.random.normal(jax.random.key(0), (8, 28, 28, 1))
+    y = jnp.arange(8) % 10
+    for model in (get_model("lenet5", 10), get_model("cnn", 10, channels=(8, 16))):
+        params = model.init(jax.random.key(1), x)
+
+        def loss(p, model=model):
+            logits = model.apply(p, x)
+            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), y])
+
+        g_ours = jax.grad(loss)(params)
+        with monkeypatch.context() as m:
+            m.setattr(
+                cnn_module,
+                "pool",
+                lambda x, kind, w: nn.max_pool(x, (w,) * (x.ndim - 2), strides=(w,) * (x.ndim - 2)),
+            )
+            g_ref = jax.grad(loss)(params)
+        chex.assert_trees_all_close(g_ours, g_ref, rtol=1e-5, atol=1e-6)
