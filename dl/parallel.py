@@ -420,14 +420,17 @@ class Strategy:
             .compile()
         )
 
-    def compile_train_loop(self, train_step: Callable, state, sums, data, plan) -> Callable | None:
+    def compile_train_loop(
+        self, train_step: Callable, state, sums, data, plan, *, loop: bool = True
+    ) -> Callable | None:
         """Compile `dl.train.make_train_loop(train_step)` once for this strategy.
 
         Returns `loop(state, sums, x, y, idx, mask, start, stop) -> (state, sums)`, which
         runs steps `start..stop-1` of an epoch plan (`idx`, `mask` from
         `dl.data.epoch_indices`) in one call: each batch is gathered on the device and
         the metrics are summed into `sums`, so the host dispatches one call for many
-        steps. The state and sums are donated. Returns None where batches come from the
+        steps. The state and sums are donated. `loop=False`: one step per call, without
+        a loop (see `dl.train.make_train_loop`). Returns None where batches come from the
         host or each device runs its own program ("pmap", several processes): there
         `fit` calls the step once per batch.
         """
@@ -437,17 +440,18 @@ class Strategy:
             return None
         bounds = (np.int32(0), np.int32(1))
         if self.name == "single":
-            loop = make_train_loop(train_step)
-            jitted = jax.jit(loop, donate_argnums=(0, 1))
+            fn = make_train_loop(train_step, loop=loop)
+            jitted = jax.jit(fn, donate_argnums=(0, 1))
         else:
-            loop = make_train_loop(
+            fn = make_train_loop(
                 train_step,
                 constrain=lambda b: jax.lax.with_sharding_constraint(b, self.batch_sharding),
+                loop=loop,
             )
             rep = self.replicated
             tree_rep = lambda t: jax.tree.map(lambda _: rep, t)  # noqa: E731
             jitted = jax.jit(
-                loop,
+                fn,
                 in_shardings=(tree_rep(state), tree_rep(sums), rep, rep, rep, rep, rep, rep),
                 out_shardings=(tree_rep(state), tree_rep(sums)),
                 donate_argnums=(0, 1),

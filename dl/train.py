@@ -281,7 +281,9 @@ def make_train_step(
     return train_step
 
 
-def make_train_loop(train_step: Callable, *, constrain: Callable | None = None) -> Callable:
+def make_train_loop(
+    train_step: Callable, *, constrain: Callable | None = None, loop: bool = True
+) -> Callable:
     """Run many steps of `train_step` in one call: the fit loop's inner loop.
 
     Returns the pure `loop(state, sums, x, y, idx, mask, start, stop) -> (state, sums)`.
@@ -293,12 +295,19 @@ def make_train_loop(train_step: Callable, *, constrain: Callable | None = None) 
     cut into calls. Small models gain most: the host dispatches one call, not three
     (gather, step, metric sum), per step.
 
+    With `loop=False` a call runs the single step `start` (`stop` must be `start + 1`)
+    with no loop around it: still one dispatch per step, not three. XLA:CPU runs a
+    convolution inside a loop body several times slower than outside one (a LeNet-5
+    step 5x slower here; jax-ml/jax#12868), so `fit` uses this form for such steps on
+    CPU (`loops_well`).
+
     Args:
       train_step: a pure step from `make_train_step` (or one with its signature).
       constrain: applied to each gathered batch (the sharded strategy places it).
+      loop: False for one step per call, without a loop.
     """
 
-    def loop(state, sums, x, y, idx, mask, start, stop):
+    def train_loop(state, sums, x, y, idx, mask, start, stop):
         def body(i, carry):
             st, acc = carry
             batch = gather_step(x, y, idx, mask, i)
@@ -307,9 +316,20 @@ def make_train_loop(train_step: Callable, *, constrain: Callable | None = None) 
             st, m = train_step(st, batch)
             return st, metrics_lib.add(acc, m)
 
+        if not loop:
+            return body(start, (state, sums))
         return jax.lax.fori_loop(start, stop, body, (state, sums))
 
-    return loop
+    return train_loop
+
+
+def loops_well(train_step: Callable, state: TrainState, batch: Batch) -> bool:
+    """Whether running `train_step` inside a compiled loop is as fast as calling it
+    once per step: not on CPU when the step has a convolution (see `make_train_loop`)."""
+    if jax.default_backend() != "cpu":
+        return True
+    # The printed jaxpr includes the nested ones (pjit, custom_vjp, scan bodies).
+    return "conv_general_dilated" not in str(jax.make_jaxpr(train_step)(state, batch))
 
 
 def zero_metrics(train_step: Callable, state: TrainState, batch: Batch) -> Metrics:
@@ -651,8 +671,9 @@ def fit(
       steps_per_call: train steps per compiled call (`make_train_loop`): an int, or
         "auto", which times one step and runs about 50 ms of steps per call. A call
         also ends at the end of an epoch and at a checkpoint; signals are checked
-        between calls. The result does not depend on it. ("pmap" and several processes
-        call the step once per batch.)
+        between calls. The result does not depend on it. On CPU a step with a
+        convolution runs one per call (`loops_well`); "pmap" and several processes
+        call the step once per batch.
 
     Returns:
       A `FitResult`.
@@ -807,9 +828,12 @@ def fit(
         zero_sums = zero_metrics(train_step, state, first)
         if sums is not None:  # resumed inside an epoch: the dtypes the loop expects
             sums = {k: jnp.asarray(v, zero_sums[k].dtype) for k, v in sums.items()}
+        looped = loops_well(train_step, state, first)
         loop_fn = strategy.compile_train_loop(
-            train_step, state, zero_sums, train_dev, strategy.put_plan(plan0)
+            train_step, state, zero_sums, train_dev, strategy.put_plan(plan0), loop=looped
         )
+        if not looped:
+            steps_per_call = 1
     compile_time = time.perf_counter() - t0
     calls = _CallSize(steps_per_call)
     eval_fn = strategy.jit_eval_step(eval_step)

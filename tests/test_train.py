@@ -277,7 +277,8 @@ def test_steps_per_call_does_not_change_the_result(tmp_path):
     """fit runs many steps per compiled call (`make_train_loop`); however an epoch is cut
     into calls (here 22 steps per epoch: 1 each, 5 + a remainder of 2, timed "auto", and
     5 cut again at checkpoints every 3 steps) the result is bitwise the same."""
-    ds, model, tx, state = _setup("cnn", channels=(4,), dense=(16,), dropout=0.2, batch_norm=True)
+    ds, model, tx, state = _setup("mlp", widths=(32, 16), dropout=0.2, batch_norm=True)
+    assert train.loops_well(train.make_train_step(model, tx), state, _batch(ds))
     runs = {k: _fit(ds, model, tx, state, epochs=2, steps_per_call=k) for k in (1, 5, "auto")}
     runs["ckpt"] = _fit(
         ds,
@@ -323,3 +324,31 @@ def test_zero_metrics_is_the_identity_of_add():
     _, m = jax.jit(step)(state, batch)
     zero = train.zero_metrics(step, state, batch)
     chex.assert_trees_all_equal(metrics.add(zero, m), m)
+
+
+def _batch(ds, n=64):
+    return next(data.batches(*ds.train, n, shuffle=False))
+
+
+def test_conv_steps_run_without_a_loop_on_cpu_and_match_the_looped_form():
+    """XLA:CPU is slow at convolutions inside loops, so fit calls such steps one by one
+    (`loops_well` is False); both forms of `make_train_loop` train alike."""
+    ds, model, tx, state = _setup("cnn", channels=(4,), dense=(16,), batch_norm=True)
+    step = train.make_train_step(model, tx)
+    batch = _batch(ds)
+    assert not train.loops_well(step, state, batch)  # the suite runs on CPU
+    mlp = _setup()
+    assert train.loops_well(train.make_train_step(mlp[1], mlp[2]), mlp[3], batch)
+    idx, mask = data.epoch_indices(len(ds.x_train), 64)
+    zero = train.zero_metrics(step, state, batch)
+    x, y = (jnp.asarray(a) for a in ds.train)
+    looped = jax.jit(train.make_train_loop(step))
+    single = jax.jit(train.make_train_loop(step, loop=False))
+    s_loop, m_loop = looped(state, zero, x, y, idx, mask, 0, 3)
+    s_one, m_one = state, zero
+    for i in range(3):
+        s_one, m_one = single(s_one, m_one, x, y, idx, mask, i, i + 1)
+    chex.assert_trees_all_close(s_loop.params, s_one.params, atol=1e-5, rtol=1e-5)
+    assert int(m_loop["count"]) == int(m_one["count"]) == 3 * 64
+    res = _fit(ds, model, tx, state, epochs=1, steps_per_call=5)  # runs one per call
+    assert int(res.state.step) == len(ds.x_train) // 64

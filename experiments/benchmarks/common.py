@@ -1,0 +1,89 @@
+"""Shared helpers of the benchmark scripts: timing by medians over repeats, interleaved
+peers, and the JSON each script leaves for `report.py`.
+
+Every number here is a ratio of medians of two things timed in the same process, one
+repeat of each in turn (ABAB...), so that a noisy neighbour slows both alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
+
+
+def quick() -> bool:
+    """`--quick` (or DL_BENCH_QUICK=1): fewer repeats, for checking that a script runs."""
+    return "--quick" in sys.argv or os.environ.get("DL_BENCH_QUICK") == "1"
+
+
+def interleaved(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, dict]:
+    """Run each `fn` (which returns the seconds it measured) `repeats` times, in turn,
+    after one untimed warm-up call each. Returns {name: {"median_s", "all_s"}}."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(fn())
+    return {k: {"median_s": statistics.median(v), "all_s": v} for k, v in times.items()}
+
+
+def per_step(run: Callable[[int], None], steps: int) -> Callable[[], float]:
+    """A timer of `run(steps)` (which must finish its work before returning), in
+    seconds per step."""
+
+    def timed() -> float:
+        t0 = time.perf_counter()
+        run(steps)
+        return (time.perf_counter() - t0) / steps
+
+    return timed
+
+
+def machine() -> dict:
+    import jax
+
+    info = {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def save(name: str, rows: list[dict], *, notes: str = "", command: str | None = None) -> Path:
+    """Write results/benchmarks/<name>.json and print the rows."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    record = {
+        "name": name,
+        "command": command or "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "quick": quick(),
+        "notes": notes,
+        "rows": rows,
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    for row in rows:
+        print({k: v for k, v in row.items() if not isinstance(v, list)})
+    print(f"wrote {path}")
+    return path

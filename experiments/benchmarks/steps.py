@@ -1,0 +1,152 @@
+"""Train-step time of `dl` against the same models written idiomatically in PyTorch.
+
+For each model: our step (`dl.train.make_train_step`, compiled once with `jax.jit`, the
+state donated) and PyTorch's eager step (zero_grad, forward, cross-entropy, backward,
+Adam) on the same batch shape, both with Adam(1e-3), timed in turn over repeats in one
+process. The ratio is PyTorch's median time per step over ours (> 1: `dl` is faster).
+
+    python experiments/benchmarks/steps.py [--quick]
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+import torch_models as tm
+from common import interleaved, per_step, quick, save
+
+from dl import models, train
+
+torch.manual_seed(0)
+
+# name -> (dl model, dl input shape per example, input dtype, PyTorch model, batch size,
+# vocabulary or classes, note)
+CASES = {
+    "mlp": dict(
+        dl=lambda: models.get_model("mlp", 10, widths=(512, 512)),
+        shape=(28, 28, 1),
+        torch=lambda: tm.MLP(784, (512, 512), 10),
+        batch=128,
+        classes=10,
+        what="MLP 784-512-512-10, batch 128",
+    ),
+    "lenet5": dict(
+        dl=lambda: models.get_model("lenet5", 10),
+        shape=(28, 28, 1),
+        torch=lambda: tm.LeNet5(10),
+        batch=128,
+        classes=10,
+        what="LeNet-5 on 28x28x1, batch 128",
+    ),
+    "cnn": dict(
+        dl=lambda: models.get_model("cnn", 10, channels=(32, 64), dense=(128,)),
+        shape=(28, 28, 1),
+        torch=lambda: tm.CNN(1, (32, 64), 28, 128, 10),
+        batch=128,
+        classes=10,
+        what="CNN conv32-pool-conv64-pool-128 on 28x28x1, batch 128",
+    ),
+    "lstm": dict(
+        dl=lambda: models.get_model("lstm", 10, hidden=128),
+        shape=(28, 28),
+        torch=lambda: tm.LSTMClassifier(28, 128, 10),
+        batch=128,
+        classes=10,
+        what="LSTM 128 over 28 steps of 28 features, batch 128",
+    ),
+    "transformer": dict(
+        dl=lambda: models.get_model(
+            "lm", 65, d_model=128, num_layers=2, num_heads=4, mlp_dim=512, max_len=128
+        ),
+        shape=(128,),
+        torch=lambda: tm.DecoderLM(65, 128, 2, 4, 512, 128),
+        batch=32,
+        classes=65,
+        tokens=True,
+        what="decoder LM d128 x 2 layers, 4 heads, T=128, vocab 65, batch 32",
+    ),
+}
+
+
+def _data(case, rng):
+    b, shape = case["batch"], case["shape"]
+    if case.get("tokens"):
+        x = rng.integers(0, case["classes"], size=(b, *shape)).astype(np.int32)
+        y = rng.integers(0, case["classes"], size=(b, *shape)).astype(np.int32)
+    else:
+        x = rng.normal(size=(b, *shape)).astype(np.float32)
+        y = rng.integers(0, case["classes"], size=(b,)).astype(np.int32)
+    return x, y
+
+
+def dl_runner(case, x, y):
+    model = case["dl"]()
+    tx = optax.adam(1e-3)
+    state = train.create_state(
+        model, tx, case["shape"], seed=0, input_dtype="int32" if case.get("tokens") else "float32"
+    )
+    step = jax.jit(train.make_train_step(model, tx), donate_argnums=0)
+    batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+    holder = {"state": state}
+
+    def run(n):
+        s = holder["state"]
+        for _ in range(n):
+            s, _ = step(s, batch)
+        holder["state"] = jax.block_until_ready(s)
+
+    return run
+
+
+def torch_runner(case, x, y):
+    model = case["torch"]()
+    step = tm.train_step_fn(model)
+    if case.get("tokens"):
+        tx, ty = torch.from_numpy(x).long(), torch.from_numpy(y).long()
+    elif case["shape"] == (28, 28, 1) and not isinstance(model, tm.MLP):
+        tx, ty = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y).long()
+    else:
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y).long()
+
+    def run(n):
+        for _ in range(n):
+            step(tx, ty)  # eager: each op has finished when the call returns
+
+    return run
+
+
+def main() -> None:
+    repeats, target_s = (3, 0.3) if quick() else (9, 1.0)
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, case in CASES.items():
+        x, y = _data(case, rng)
+        ours, theirs = dl_runner(case, x, y), torch_runner(case, x, y)
+        ours(3)  # compile
+        t0 = __import__("time").perf_counter()
+        theirs(3)
+        est = (__import__("time").perf_counter() - t0) / 3
+        steps = max(3, int(target_s / est))
+        res = interleaved({"dl": per_step(ours, steps), "torch": per_step(theirs, steps)}, repeats)
+        rows.append(
+            {
+                "model": name,
+                "what": case["what"],
+                "steps_per_repeat": steps,
+                "repeats": repeats,
+                "dl_ms": 1e3 * res["dl"]["median_s"],
+                "torch_ms": 1e3 * res["torch"]["median_s"],
+                "speedup_vs_torch": res["torch"]["median_s"] / res["dl"]["median_s"],
+                "dl_all_ms": [1e3 * t for t in res["dl"]["all_s"]],
+                "torch_all_ms": [1e3 * t for t in res["torch"]["all_s"]],
+            }
+        )
+        print(rows[-1]["model"], f"{rows[-1]['speedup_vs_torch']:.2f}x", flush=True)
+    save("steps_vs_pytorch", rows, notes="PyTorch eager on CPU, its default threads.")
+
+
+if __name__ == "__main__":
+    main()
