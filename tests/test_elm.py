@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from dl import elm
+from dl import data, elm
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +134,18 @@ def test_bad_input_gets_clear_errors(digits_split):
         model.predict(np.zeros((2, 10)))
     with pytest.raises(ValueError, match=r"one integer label per example, shape \(1437,\)"):
         elm.ELMClassifier(16).fit(x, np.eye(10)[y])
+
+
+def test_float32_gram_and_solve_agree_with_float64():
+    """dtype="float32" (the fast path: Gram matrices and solve in float32) predicts as the
+    float64 default does at a moderate ridge, and its Gram matrix is float32."""
+    ds = data.load("digits")
+    x, xt = ds.x_train.reshape(len(ds.x_train), -1), ds.x_test.reshape(len(ds.x_test), -1)
+    m64 = elm.ELMClassifier(500, 1e-1, seed=0).fit(x, ds.y_train)
+    m32 = elm.ELMClassifier(500, 1e-1, seed=0, dtype="float32").fit(x, ds.y_train)
+    assert np.mean(m32.predict(xt) == m64.predict(xt)) >= 0.99
+    assert abs(m32.score(xt, ds.y_test) - m64.score(xt, ds.y_test)) <= 0.01
+    hth, _ = elm.gram(
+        m32.hidden_, (x - m32.mean_) / m32.std_, np.ones((len(x), 1)), dtype="float32"
+    )
+    assert hth.dtype == np.float32

@@ -125,7 +125,12 @@ def main() -> None:
                 **{f"{k}_all_ms": [1e3 * t for t in v["all_s"]] for k, v in res.items()},
             }
         )
-        print(name, f"fit/bare {rows[-1]['fit_over_bare']:.2f}", f"vs hand {rows[-1]['speedup_vs_hand']:.2f}x", flush=True)
+        print(
+            name,
+            f"fit/bare {rows[-1]['fit_over_bare']:.2f}",
+            f"vs hand {rows[-1]['speedup_vs_hand']:.2f}x",
+            flush=True,
+        )
     save("fit_loop", rows, notes="Per-epoch times; fit's from its second epoch.")
 
 
