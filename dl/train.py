@@ -152,13 +152,38 @@ def _unpack(state: TrainState, batch: Batch):
     return x, y, mask
 
 
-def _apply(model, params, batch_stats, x, *, train: bool, rngs=None):
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _check_compute_dtype(compute_dtype: str | None) -> None:
+    if compute_dtype is not None and compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"compute_dtype must be one of {COMPUTE_DTYPES} or None; got {compute_dtype!r}."
+        )
+
+
+def _cast_floats(tree, dtype):
+    return jax.tree.map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+    )
+
+
+def _apply(model, params, batch_stats, x, *, train: bool, rngs=None, compute_dtype=None):
     """model.apply -> (outputs, new batch_stats, auxiliary losses).
 
     Auxiliary losses are what the model sowed into the "losses" collection (e.g. the
     VAE's KL term): {name: per-example values (B,)}, added to the objective by the train
     step and reported as separate metrics. Empty for most models.
+
+    With `compute_dtype="bfloat16"` (mixed precision) the float32 parameters and float
+    inputs are cast to bfloat16 for the forward and backward passes; gradients reach the
+    float32 parameters through the cast, BatchNorm statistics stay float32 (flax reduces
+    them in float32), and outputs and auxiliary losses come back as float32, so the loss
+    and the optimizer run in float32.
     """
+    if compute_dtype not in (None, "float32"):
+        params = _cast_floats(params, compute_dtype)
+        x = _cast_floats(x, compute_dtype)
     variables = {"params": params}
     mutable = ["losses"]
     if batch_stats:
@@ -167,7 +192,11 @@ def _apply(model, params, batch_stats, x, *, train: bool, rngs=None):
             mutable.append("batch_stats")
     out, mutated = model.apply(variables, x, train=train, rngs=rngs, mutable=mutable)
     aux = {name: sum(values) for name, values in mutated.get("losses", {}).items()}
-    return out, mutated.get("batch_stats", batch_stats), aux
+    new_stats = mutated.get("batch_stats", batch_stats)
+    if compute_dtype not in (None, "float32"):
+        out, aux = _cast_floats((out, aux), jnp.float32)
+        new_stats = jax.tree.map(lambda n, o: n.astype(o.dtype), new_stats, batch_stats)
+    return out, new_stats, aux
 
 
 # Evaluation draws the model's "noise" (e.g. the VAE's latent sample) from a fixed key, so
@@ -188,6 +217,7 @@ def make_train_step(
     label_smoothing: float = 0.0,
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     skip_nonfinite: bool = False,
+    compute_dtype: str | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Build the pure train step `(state, batch) -> (state, metrics)`.
 
@@ -208,6 +238,10 @@ def make_train_step(
       augment: optional pure `(key, x) -> x` applied to the batch inside the step
         (e.g. `dl.data.random_shift`).
       skip_nonfinite: skip updates whose loss or gradient is NaN or Inf.
+      compute_dtype: None or "float32" (default), or "bfloat16" for mixed precision:
+        the model runs in bfloat16 on float32 master parameters, and the loss,
+        gradients and optimizer stay float32. Fast on GPUs and TPUs (tensor cores);
+        on CPU it is usually slower.
 
     Returns:
       train_step(state, batch) with batch {"x", "y", "mask"?}; the loss is the mean over
@@ -215,6 +249,7 @@ def make_train_step(
       `nonfinite`) and `first_nonfinite_step`.
     """
     _check_loss(loss)
+    _check_compute_dtype(compute_dtype)
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing!r}.")
     if label_smoothing and loss != "cross_entropy":
@@ -239,7 +274,13 @@ def make_train_step(
         def objective(params):
             rngs = {"dropout": dropout_key, "noise": noise_key}
             logits, new_stats, aux = _apply(
-                model, params, state.batch_stats, x, train=True, rngs=rngs
+                model,
+                params,
+                state.batch_stats,
+                x,
+                train=True,
+                rngs=rngs,
+                compute_dtype=compute_dtype,
             )
             per_ex = per_example(logits, y)  # (B,) or (B, T) with one label per step
             total = per_ex + sum(aux.values()) if aux else per_ex
@@ -356,15 +397,25 @@ def _per_position_loss(loss: str, logits, y, label_smoothing: float = 0.0):
 
 
 def make_eval_step(
-    model: nn.Module, *, loss: str = "cross_entropy"
+    model: nn.Module, *, loss: str = "cross_entropy", compute_dtype: str | None = None
 ) -> Callable[[TrainState, Batch], Metrics]:
-    """Build the pure eval step `(state, batch) -> metrics` (inference mode, summed metrics)."""
+    """Build the pure eval step `(state, batch) -> metrics` (inference mode, summed
+    metrics); `compute_dtype` as in `make_train_step`."""
     _check_loss(loss)
+    _check_compute_dtype(compute_dtype)
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         x, y, mask = _unpack(state, batch)
         rngs = {"noise": jax.random.key(_EVAL_NOISE_SEED)}
-        logits, _, aux = _apply(model, state.params, state.batch_stats, x, train=False, rngs=rngs)
+        logits, _, aux = _apply(
+            model,
+            state.params,
+            state.batch_stats,
+            x,
+            train=False,
+            rngs=rngs,
+            compute_dtype=compute_dtype,
+        )
         per_ex = _per_position_loss(loss, logits, y)
         return psum_if_mapped(
             metrics_lib.loss_and_accuracy(logits, y, per_ex, mask, loss=loss, aux=aux)

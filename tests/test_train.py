@@ -2,6 +2,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from dl import data, metrics, models, optim, train
@@ -352,3 +353,46 @@ def test_conv_steps_run_without_a_loop_on_cpu_and_match_the_looped_form():
     assert int(m_loop["count"]) == int(m_one["count"]) == 3 * 64
     res = _fit(ds, model, tx, state, epochs=1, steps_per_call=5)  # runs one per call
     assert int(res.state.step) == len(ds.x_train) // 64
+
+
+def test_bfloat16_mixed_precision_keeps_float32_state_and_trains():
+    ds, model, tx, state = _setup("cnn", channels=(8,), dense=(32,), batch_norm=True)
+    batch = _batch(ds)
+    step16 = train.make_train_step(model, tx, compute_dtype="bfloat16")
+    jaxpr = str(jax.make_jaxpr(step16)(state, batch))
+    assert "bf16" in jaxpr and "conv_general_dilated" in jaxpr  # the model runs in bf16
+    s16, m16 = jax.jit(step16)(state, batch)
+    for tree in (s16.params, s16.batch_stats, s16.opt_state):
+        assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(tree) if a.dtype.kind == "f")
+    # One SGD step (update = lr * gradient): the same loss and gradients to bfloat16
+    # rounding (8 bits of mantissa, ~0.4%), but not bitwise.
+    sgd = optax.sgd(1.0)
+    s0 = train.create_state(model, sgd, ds.input_shape, seed=0)
+    g32 = jax.jit(train.make_train_step(model, sgd))(s0, batch)
+    g16 = jax.jit(train.make_train_step(model, sgd, compute_dtype="bfloat16"))(s0, batch)
+    assert float(g16[1]["loss_sum"]) == pytest.approx(float(g32[1]["loss_sum"]), rel=2e-2)
+    for a, b, p0 in zip(
+        *(jax.tree.leaves(t[0].params) for t in (g16, g32)), jax.tree.leaves(s0.params), strict=True
+    ):
+        d16, d32 = np.asarray(a - p0).ravel(), np.asarray(b - p0).ravel()
+        assert np.linalg.norm(d16 - d32) <= 0.05 * np.linalg.norm(d32)
+        assert not np.array_equal(d16, d32)
+    res = train.fit(
+        state,
+        step16,
+        train.make_eval_step(model, compute_dtype="bfloat16"),
+        ds.train,
+        epochs=4,
+        batch_size=64,
+        eval_data={"test": ds.test},
+        progress=False,
+    )
+    assert res.history[-1]["test/accuracy"] > 0.9
+
+
+def test_bad_compute_dtype_is_rejected():
+    ds, model, tx, state = _setup()
+    with pytest.raises(ValueError, match="compute_dtype must be one of .* got 'float16'"):
+        train.make_train_step(model, tx, compute_dtype="float16")
+    with pytest.raises(ValueError, match="compute_dtype"):
+        train.make_eval_step(model, compute_dtype="int8")

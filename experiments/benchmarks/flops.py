@@ -12,6 +12,7 @@ Adam FLOPs are left out (they are < 1% here), so the ratio slightly understates.
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 import jax
 import jax.numpy as jnp
@@ -42,8 +43,22 @@ def matmul_peak(sizes, repeats):
     return best
 
 
+def _step_timer(step, state, batch, steps: int = 3):
+    holder = {"s": state}
+
+    def run() -> float:
+        s = holder["s"]
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            s, _ = step(s, batch)
+        holder["s"] = jax.block_until_ready(s)
+        return (time.perf_counter() - t0) / steps
+
+    return run
+
+
 def mlp_flops(batch: int, dims: list[int]) -> int:
-    pairs = list(zip(dims, dims[1:]))
+    pairs = list(pairwise(dims))
     fwd = sum(2 * batch * i * o for i, o in pairs)
     wgrad = fwd
     xgrad = sum(2 * batch * i * o for i, o in pairs[1:])
@@ -64,18 +79,7 @@ def main() -> None:
             "x": jnp.asarray(rng.normal(size=(batch, 784)).astype(np.float32)),
             "y": jnp.asarray(rng.integers(0, 10, batch).astype(np.int32)),
         }
-        holder = {"s": state}
-        steps = 3
-
-        def run() -> float:
-            s = holder["s"]
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                s, _ = step(s, b)
-            holder["s"] = jax.block_until_ready(s)
-            return (time.perf_counter() - t0) / steps
-
-        med = interleaved({"step": run}, repeats)["step"]["median_s"]
+        med = interleaved({"step": _step_timer(step, state, b)}, repeats)["step"]["median_s"]
         flops = mlp_flops(batch, [784, *widths, 10])
         achieved = flops / med / 1e9
         rows.append(

@@ -4,6 +4,8 @@ the `dl` zoo models they are timed against (sizes, activations, pooling, pre-LN 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,7 +15,7 @@ class MLP(nn.Module):
     def __init__(self, d_in: int, widths: tuple[int, ...], classes: int):
         super().__init__()
         dims = (d_in, *widths)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:]))
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(dims))
         self.head = nn.Linear(dims[-1], classes)
 
     def forward(self, x):
@@ -47,7 +49,7 @@ class CNN(nn.Module):
     def __init__(self, in_ch: int, channels: tuple[int, ...], side: int, dense: int, classes: int):
         super().__init__()
         chans = (in_ch, *channels)
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(chans, chans[1:]))
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in pairwise(chans))
         flat = channels[-1] * (side // 2 ** len(channels)) ** 2
         self.dense = nn.Linear(flat, dense)
         self.head = nn.Linear(dense, classes)
