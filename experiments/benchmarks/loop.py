@@ -28,8 +28,13 @@ from flax.training import train_state
 from dl import data, models, train
 
 CASES = {
-    "mlp": dict(model=lambda c: models.get_model("mlp", c, widths=(128,)), batch=64),
-    "lenet5": dict(model=lambda c: models.get_model("lenet5", c), batch=64),
+    "mlp-64 digits": dict(
+        data="digits", model=lambda c: models.get_model("mlp", c, widths=(64,)), batch=32
+    ),
+    "mlp-128 mnist5k": dict(
+        data="mnist5k", model=lambda c: models.get_model("mlp", c, widths=(128,)), batch=64
+    ),
+    "lenet5 mnist5k": dict(data="mnist5k", model=lambda c: models.get_model("lenet5", c), batch=64),
 }
 
 
@@ -97,10 +102,10 @@ def bare_step(model, x, y, batch):
 
 def main() -> None:
     repeats = 3 if quick() else 9
-    ds = data.load("mnist5k")
-    x, y = ds.x_train.astype(np.float32), ds.y_train.astype(np.int32)
     rows = []
     for name, case in CASES.items():
+        ds = data.load(case["data"])
+        x, y = ds.x_train.astype(np.float32), ds.y_train.astype(np.int32)
         model = case["model"](ds.num_classes)
         b = case["batch"]
         res = interleaved(
@@ -115,7 +120,7 @@ def main() -> None:
         rows.append(
             {
                 "model": name,
-                "data": f"mnist5k train ({len(x)} examples), batch {b}, {len(x) // b} steps/epoch",
+                "data": f"{case['data']} ({len(x)} examples), batch {b}, {len(x) // b} steps/epoch",
                 "repeats": repeats,
                 "fit_epoch_ms": 1e3 * med["fit"],
                 "hand_epoch_ms": 1e3 * med["hand"],

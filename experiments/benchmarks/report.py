@@ -1,0 +1,188 @@
+"""Run the CPU benchmarks (with --run) and write experiments/results/benchmarks.md: one
+table of ratios of medians per benchmark, each against the issue's target.
+
+    python experiments/benchmarks/report.py --run [--quick]   # about 10 min on 2 cores
+    python experiments/benchmarks/report.py                    # tables from the JSON files
+
+The GPU benchmark (`gpu.py`) runs only on a GPU machine; its JSON, copied here, is
+reported when present.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from common import RESULTS, quick
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ("steps.py", "loop.py", "elm_vs_hpelm.py", "flops.py", "pooling.py")
+OUT = RESULTS.parent / "benchmarks.md"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _mark(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def _header(rec: dict) -> list[str]:
+    m = rec["machine"]
+    return [
+        f"`{rec['command']}`, {rec['date']}{' (quick)' if rec['quick'] else ''}; "
+        f"jax {m['jax']} on {m['backend']}, {m['cpu_count']} CPUs"
+        + (f", torch {m['torch']} ({m['torch_threads']} threads)" if "torch" in m else "")
+        + ".",
+        "",
+    ]
+
+
+def steps_table(rec) -> list[str]:
+    targets = {"mlp": 1.5, "transformer": 1.5, "lenet5": 1.0, "cnn": 1.0}
+    lines = ["## Train step against PyTorch eager (CPU)", "", *_header(rec)]
+    lines += [
+        "| model | dl ms/step | PyTorch ms/step | speed-up | target | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rec["rows"]:
+        t = targets.get(r["model"])
+        verdict = _mark(r["speedup_vs_torch"] >= t) if t else "no target"
+        lines.append(
+            f"| {r['what']} | {r['dl_ms']:.2f} | {r['torch_ms']:.2f} | "
+            f"{r['speedup_vs_torch']:.2f}x | {f'>= {t}x' if t else '-'} | {verdict} |"
+        )
+    return lines
+
+
+def loop_table(rec) -> list[str]:
+    lines = [
+        "## Fit loop against the hand-written Flax loop and the bare jitted step",
+        "",
+        *_header(rec),
+    ]
+    lines += [
+        "| model | data | fit ms/epoch | bare step ms/epoch | fit / bare (target <= 1.10) | "
+        "hand-written ms/epoch | speed-up vs hand-written (target >= 2) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rec["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['data']} | {r['fit_epoch_ms']:.1f} | {r['bare_epoch_ms']:.1f} | "
+            f"{r['fit_over_bare']:.2f} {_mark(r['fit_over_bare'] <= 1.10)} | "
+            f"{r['hand_epoch_ms']:.1f} | "
+            f"{r['speedup_vs_hand']:.2f}x {_mark(r['speedup_vs_hand'] >= 2)} |"
+        )
+    return lines
+
+
+def elm_table(rec) -> list[str]:
+    lines = ["## ELM fit against hpelm", "", *_header(rec)]
+    lines += [
+        "| width | ours | hpelm | ours s | hpelm s | speed-up (target >= 3) | "
+        "accuracy ours / hpelm | equal (<= 0.5 pt) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rec["rows"]:
+        equal = abs(r["ours_accuracy"] - r["hpelm_accuracy"]) <= 0.005
+        lines.append(
+            f"| {r['width']} | {r['ours']} | {r['hpelm']} | "
+            f"{r['ours_s']:.3f} | {r['hpelm_s']:.3f} | "
+            f"{r['speedup_vs_hpelm']:.2f}x {_mark(r['speedup_vs_hpelm'] >= 3 and equal)} | "
+            f"{100 * r['ours_accuracy']:.1f}% / {100 * r['hpelm_accuracy']:.1f}% | {equal} |"
+        )
+    return lines
+
+
+def flops_table(rec) -> list[str]:
+    lines = ["## MLP step FLOP/s against the measured matmul peak", "", *_header(rec)]
+    lines += [
+        "| model | batch | ms/step | GFLOP/step | achieved GFLOP/s | "
+        "matmul peak GFLOP/s | fraction (target >= 0.5) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rec["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['step_ms']:.1f} | "
+            f"{r['model_gflop_per_step']:.1f} | "
+            f"{r['achieved_gflops']:.1f} | "
+            f"{r['matmul_peak_gflops']:.1f} (n={r['peak_matmul_size']}) | "
+            f"{r['fraction_of_peak']:.2f} {_mark(r['fraction_of_peak'] >= 0.5)} |"
+        )
+    return lines
+
+
+def pooling_table(rec) -> list[str]:
+    lines = [
+        "## Max pooling: reshape-and-reduce (dl) against flax's reduce_window",
+        "",
+        *_header(rec),
+    ]
+    lines += ["| case | dl ms | flax ms | speed-up |", "|---|---|---|---|"]
+    for r in rec["rows"]:
+        lines.append(
+            f"| {r['case']} | {r['dl_ms']:.2f} | {r['flax_ms']:.2f} | {r['speedup']:.2f}x |"
+        )
+    return lines
+
+
+def gpu_table(rec) -> list[str]:
+    lines = ["## GPU", ""]
+    if rec is None:
+        return lines + [
+            "NOT MEASURED: no GPU was lent to the sessions that wrote this file. "
+            "`python experiments/benchmarks/gpu.py` on a GPU machine measures the decoder "
+            "LM's MFU (target >= 40% on an H100) and CNN images/s against PyTorch; "
+            "`--smoke` checks the script on any device.",
+        ]
+    lines += [*_header(rec), f"{rec['notes']}", "", "| bench | dtype | result |", "|---|---|---|"]
+    for r in rec["rows"]:
+        if r["bench"] == "decoder LM":
+            mfu = (
+                f"MFU {100 * r['mfu']:.1f}% {_mark(r['mfu'] >= 0.4)}"
+                if r["mfu"]
+                else "no peak known"
+            )
+            res = f"{r['tokens_per_s']:.0f} tokens/s, {r['model_tflops']:.1f} TFLOP/s, {mfu}"
+        else:
+            res = (
+                f"dl {r['dl_images_per_s']:.0f} images/s vs PyTorch {r['torch_images_per_s']:.0f} "
+                f"({r['speedup_vs_torch']:.2f}x)"
+            )
+        lines.append(f"| {r['bench']} | {r['compute_dtype']} | {res} |")
+    return lines
+
+
+def main() -> None:
+    if "--run" in sys.argv:
+        for script in SCRIPTS:
+            cmd = [sys.executable, str(HERE / script)] + (["--quick"] if quick() else [])
+            print("$", " ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True, cwd=HERE)
+    parts = [
+        "# Benchmarks",
+        "",
+        "Ratios of medians over repeats, each pair timed in turn in one process "
+        "(`experiments/benchmarks/`). Written by `python experiments/benchmarks/report.py`.",
+        "",
+    ]
+    for name, table in (
+        ("steps_vs_pytorch", steps_table),
+        ("fit_loop", loop_table),
+        ("elm_vs_hpelm", elm_table),
+        ("mlp_flops", flops_table),
+        ("pooling", pooling_table),
+    ):
+        rec = _load(name)
+        parts += (table(rec) if rec else [f"## {name}", "", "not run"]) + [""]
+    parts += gpu_table(_load("gpu")) + [""]
+    OUT.write_text("\n".join(parts))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
