@@ -82,6 +82,7 @@ def _cmd_train(args) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         skip_nonfinite=args.skip_nonfinite or None,
+        compute_dtype=args.compute_dtype,
         model_kwargs=_parse_kv(args.model_arg, "--model-arg"),
         dataset_kwargs=_parse_kv(args.dataset_arg, "--dataset-arg"),
     )
@@ -264,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-nonfinite",
         action="store_true",
         help="skip steps with a NaN/Inf loss or gradient instead of stopping",
+    )
+    t.add_argument(
+        "--compute-dtype",
+        choices=("float32", "bfloat16"),
+        help="bfloat16: mixed precision (bf16 model, float32 parameters and optimizer); "
+        "fast on GPUs and TPUs",
     )
     t.add_argument(
         "--resume",

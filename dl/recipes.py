@@ -152,6 +152,7 @@ class TrainConfig:
       seed: seed of initialisation, dropout, augmentation and data order.
       checkpoint_every: steps between checkpoints (None: every epoch).
       skip_nonfinite: skip steps with a NaN/Inf loss or gradient instead of stopping.
+      compute_dtype: "float32", or "bfloat16" for mixed precision (`dl.train`).
       model_kwargs: fields of the model (e.g. {"widths": (128,)}).
       dataset_kwargs: options of the dataset loader.
     """
@@ -172,6 +173,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int | None = None
     skip_nonfinite: bool = False
+    compute_dtype: str = "float32"
     model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dataset_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -191,6 +193,9 @@ class TrainConfig:
         OptimizerConfig(**self.optimizer_kwargs())  # validates the optimizer fields
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing!r}.")
+        from dl.train import _check_compute_dtype
+
+        _check_compute_dtype(self.compute_dtype)
         check_fraction("val_fraction", self.val_fraction)
         if self.checkpoint_every is not None:
             check_positive_int("checkpoint_every", self.checkpoint_every)
@@ -503,8 +508,9 @@ def train_and_evaluate(
             label_smoothing=config.label_smoothing,
             augment=data.AUGMENTATIONS[config.augment],
             skip_nonfinite=config.skip_nonfinite,
+            compute_dtype=config.compute_dtype,
         ),
-        train.make_eval_step(model, loss=loss),
+        train.make_eval_step(model, loss=loss, compute_dtype=config.compute_dtype),
         (x_train, y_train),
         epochs=config.epochs,
         batch_size=config.batch_size,

@@ -185,3 +185,12 @@ def test_reproduce_lists_experiments_and_rejects_unknown_names(capsys):
     assert main(["reproduce", "--only", "dl_vs_elmm"]) == 2
     err = capsys.readouterr().err
     assert "Unknown experiment 'dl_vs_elmm'" in err and "dl_vs_elm" in err
+
+
+def test_train_in_bfloat16_mixed_precision(tmp_path):
+    args = ["train", "--model", "mlp", "--dataset", "digits", "--epochs", "3"]
+    args += ["--compute-dtype", "bfloat16", "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["config"]["compute_dtype"] == "bfloat16"
+    assert res["test_accuracy"] > 0.8
