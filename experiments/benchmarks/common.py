@@ -87,3 +87,21 @@ def save(name: str, rows: list[dict], *, notes: str = "", command: str | None = 
         print({k: v for k, v in row.items() if not isinstance(v, list)})
     print(f"wrote {path}")
     return path
+
+
+def step_timer(step: Callable, state, batch, steps: int = 3) -> Callable[[], float]:
+    """A timer of `steps` calls of a compiled train step `(state, batch) -> (state, _)`,
+    carrying the state along and waiting for the device; in seconds per step."""
+    import jax
+
+    holder = {"s": state}
+
+    def run() -> float:
+        s = holder["s"]
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            s, _ = step(s, batch)
+        holder["s"] = jax.block_until_ready(s)
+        return (time.perf_counter() - t0) / steps
+
+    return run

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import interleaved, quick, save
+from common import interleaved, quick, save, step_timer
 
 from dl import models, train
 
@@ -43,20 +43,6 @@ def matmul_peak(sizes, repeats):
     return best
 
 
-def _step_timer(step, state, batch, steps: int = 3):
-    holder = {"s": state}
-
-    def run() -> float:
-        s = holder["s"]
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            s, _ = step(s, batch)
-        holder["s"] = jax.block_until_ready(s)
-        return (time.perf_counter() - t0) / steps
-
-    return run
-
-
 def mlp_flops(batch: int, dims: list[int]) -> int:
     pairs = list(pairwise(dims))
     fwd = sum(2 * batch * i * o for i, o in pairs)
@@ -79,7 +65,7 @@ def main() -> None:
             "x": jnp.asarray(rng.normal(size=(batch, 784)).astype(np.float32)),
             "y": jnp.asarray(rng.integers(0, 10, batch).astype(np.int32)),
         }
-        med = interleaved({"step": _step_timer(step, state, b)}, repeats)["step"]["median_s"]
+        med = interleaved({"step": step_timer(step, state, b)}, repeats)["step"]["median_s"]
         flops = mlp_flops(batch, [784, *widths, 10])
         achieved = flops / med / 1e9
         rows.append(

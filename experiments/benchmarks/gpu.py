@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import interleaved, save
+from common import interleaved, save, step_timer
 
 from dl import models, train
 
@@ -33,20 +33,6 @@ def peak_tflops(device) -> float | None:
         if name in kind:
             return peak
     return None
-
-
-def _timer(step, state, batch, steps):
-    holder = {"s": state}
-
-    def run() -> float:
-        s = holder["s"]
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            s, _ = step(s, batch)
-        holder["s"] = jax.block_until_ready(s)
-        return (time.perf_counter() - t0) / steps
-
-    return run
 
 
 def lm_mfu(cfg, repeats, steps, peak):
@@ -70,7 +56,7 @@ def lm_mfu(cfg, repeats, steps, peak):
     for dtype in ("float32", "bfloat16"):
         step = jax.jit(train.make_train_step(model, tx, compute_dtype=dtype), donate_argnums=0)
         s = train._copy_tree(state)
-        res = interleaved({"lm": _timer(step, s, batch_, steps)}, repeats)["lm"]["median_s"]
+        res = interleaved({"lm": step_timer(step, s, batch_, steps)}, repeats)["lm"]["median_s"]
         tokens_per_s = batch * t / res
         achieved = tokens_per_s * flops_per_token / 1e12
         rows.append(
@@ -104,7 +90,7 @@ def cnn_vs_torch(batch, repeats, steps):
         tx = optax.adam(1e-3)
         state = train.create_state(model, tx, (32, 32, 3), seed=0)
         step = jax.jit(train.make_train_step(model, tx, compute_dtype=dtype), donate_argnums=0)
-        ours = _timer(step, state, {"x": jnp.asarray(x), "y": jnp.asarray(y)}, steps)
+        ours = step_timer(step, state, {"x": jnp.asarray(x), "y": jnp.asarray(y)}, steps)
 
         tmodel = tm.CNN(3, (64, 128, 256), 32, 256, 10).to(dev)
         tstep = tm.train_step_fn(tmodel)
