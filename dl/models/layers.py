@@ -45,7 +45,7 @@ def pool(x: jnp.ndarray, kind: str, window: int) -> jnp.ndarray:
     trailing remainder of rows or columns is dropped), computed by reshaping each axis
     into (size // window, window) and reducing. Windows that do not overlap need no
     `reduce_window`; the gain is in the backward pass: XLA:CPU runs `nn.max_pool`'s
-    gradient as a select-and-scatter about 6x slower than this reduction's (measured in
+    gradient as a select-and-scatter 4-5x slower than this reduction's (measured in
     experiments/benchmarks/pooling.py). The gradient is the same except where a window
     holds several equal maxima, which here share it equally (a valid subgradient) instead
     of all going to the first; after a ReLU such ties are zeros, whose gradient the ReLU

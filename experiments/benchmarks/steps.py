@@ -5,10 +5,12 @@ state donated) and PyTorch's eager step (zero_grad, forward, cross-entropy, back
 Adam) on the same batch shape, both with Adam(1e-3), timed in turn over repeats in one
 process. The ratio is PyTorch's median time per step over ours (> 1: `dl` is faster).
 
-    python experiments/benchmarks/steps.py [--quick]
+    python experiments/benchmarks/steps.py [--quick] [MODEL ...]
 """
 
 from __future__ import annotations
+
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -122,7 +124,10 @@ def main() -> None:
     repeats, target_s = (3, 0.3) if quick() else (9, 1.0)
     rng = np.random.default_rng(0)
     rows = []
+    only = [a for a in sys.argv[1:] if not a.startswith("--")]  # e.g. `steps.py cnn lstm`
     for name, case in CASES.items():
+        if only and name not in only:
+            continue
         x, y = _data(case, rng)
         ours, theirs = dl_runner(case, x, y), torch_runner(case, x, y)
         ours(3)  # compile
