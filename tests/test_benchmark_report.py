@@ -1,0 +1,83 @@
+"""experiments/benchmarks/report.py turns the benchmark JSON into verdicts that can come
+out either way (the timings themselves are never asserted here: no timed unit tests)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
+
+
+@pytest.fixture
+def report(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    for name in ("common", "report"):
+        sys.modules.pop(name, None)
+    import report as module
+
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "benchmarks")
+    monkeypatch.setattr(module, "OUT", tmp_path / "benchmarks.md")
+    (tmp_path / "benchmarks").mkdir()
+    return module
+
+
+def _write(module, name, rows):
+    machine = {"jax": "x", "backend": "cpu", "cpu_count": 2, "torch": "t", "torch_threads": 2}
+    rec = {
+        "command": "c",
+        "date": "d",
+        "quick": False,
+        "machine": machine,
+        "notes": "",
+        "rows": rows,
+    }
+    (module.RESULTS / f"{name}.json").write_text(json.dumps(rec))
+
+
+def test_verdicts_follow_the_numbers_both_ways(report, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["report.py"])
+    _write(
+        report,
+        "steps_vs_pytorch",
+        [
+            {
+                "model": "mlp",
+                "what": "fast mlp",
+                "dl_ms": 1,
+                "torch_ms": 2,
+                "speedup_vs_torch": 2.0,
+            },
+            {
+                "model": "cnn",
+                "what": "slow cnn",
+                "dl_ms": 2,
+                "torch_ms": 1,
+                "speedup_vs_torch": 0.5,
+            },
+        ],
+    )
+    _write(
+        report,
+        "mlp_flops",
+        [
+            {
+                "model": "m",
+                "batch": 1,
+                "step_ms": 1,
+                "model_gflop_per_step": 1,
+                "achieved_gflops": 10,
+                "matmul_peak_gflops": 40,
+                "peak_matmul_size": 8,
+                "fraction_of_peak": 0.25,
+            }
+        ],
+    )
+    report.main()
+    md = report.OUT.read_text()
+    assert "| fast mlp | 1.00 | 2.00 | 2.00x | >= 1.5x | PASS |" in md
+    assert "| slow cnn | 2.00 | 1.00 | 0.50x | >= 1.0x | FAIL |" in md
+    assert "0.25 FAIL" in md
+    assert "## fit_loop\n\nnot run" in md  # a benchmark without results is not a pass
+    assert "NOT MEASURED: no GPU" in md
