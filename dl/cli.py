@@ -268,9 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--compute-dtype",
-        choices=("float32", "bfloat16"),
-        help="bfloat16: mixed precision (bf16 model, float32 parameters and optimizer); "
-        "fast on GPUs and TPUs",
+        help="float32 (default), or bfloat16: mixed precision (bf16 model, float32 "
+        "parameters and optimizer); fast on GPUs and TPUs",
     )
     t.add_argument(
         "--resume",

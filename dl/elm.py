@@ -45,6 +45,11 @@ ACTIVATIONS = ("sigmoid", "tanh", "relu", "rbf")
 DISTRIBUTIONS = ("normal", "uniform")
 
 
+def _check_dtype(dtype: str) -> None:
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}.")
+
+
 def _x64():
     """float64 inside this block only (the rest of `dl` stays float32)."""
     enable = getattr(jax, "enable_x64", None)
@@ -152,6 +157,7 @@ def gram(
     first k devices along the example axis. `mean` and `std` standardise each batch as
     it is read.
     """
+    _check_dtype(dtype)
     n = len(x)
     batch_size = n if batch_size is None else min(check_positive_int("batch_size", batch_size), n)
     sharding = None
@@ -294,8 +300,7 @@ class _ELMBase:
             raise ValueError(f"solver must be 'auto', 'primal' or 'dual'; got {solver!r}.")
         if solver == "dual" and batch_size is not None:
             raise ValueError("The dual solve needs all of H at once; stream with solver='primal'.")
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}.")
+        _check_dtype(dtype)
         if activation not in ACTIVATIONS:
             raise unknown_name("activation", activation, ACTIVATIONS)
         self.ridge, self.activation, self.distribution = float(ridge), activation, distribution

@@ -316,8 +316,15 @@ class Strategy:
         process (replicated over the mesh), on the host for several processes."""
         if self.multi_process:
             return np.asarray(x), np.asarray(y)
-        where = self.devices[0] if self.name == "single" else self.replicated
-        return jax.device_put(np.asarray(x), where), jax.device_put(np.asarray(y), where)
+        return jax.device_put(np.asarray(x), self._resident), jax.device_put(
+            np.asarray(y), self._resident
+        )
+
+    @property
+    def _resident(self):
+        """Where device-resident data (datasets, epoch plans) live: the one device, or
+        replicated over the mesh."""
+        return self.devices[0] if self.name == "single" else self.replicated
 
     def batches(
         self,
@@ -460,8 +467,7 @@ class Strategy:
 
     def put_plan(self, plan):
         """Place an epoch plan (idx, mask) where `compile_train_loop`'s loop reads it."""
-        where = self.devices[0] if self.name == "single" else self.replicated
-        return tuple(jax.device_put(a, where) for a in plan)
+        return tuple(jax.device_put(a, self._resident) for a in plan)
 
     def jit_eval_step(self, eval_step: Callable) -> Callable:
         """`eval_step` compiled for this strategy; returns global metric sums."""

@@ -181,7 +181,8 @@ def _apply(model, params, batch_stats, x, *, train: bool, rngs=None, compute_dty
     them in float32), and outputs and auxiliary losses come back as float32, so the loss
     and the optimizer run in float32.
     """
-    if compute_dtype not in (None, "float32"):
+    mixed = compute_dtype not in (None, "float32")
+    if mixed:
         params = _cast_floats(params, compute_dtype)
         x = _cast_floats(x, compute_dtype)
     variables = {"params": params}
@@ -193,7 +194,7 @@ def _apply(model, params, batch_stats, x, *, train: bool, rngs=None, compute_dty
     out, mutated = model.apply(variables, x, train=train, rngs=rngs, mutable=mutable)
     aux = {name: sum(values) for name, values in mutated.get("losses", {}).items()}
     new_stats = mutated.get("batch_stats", batch_stats)
-    if compute_dtype not in (None, "float32"):
+    if mixed:
         out, aux = _cast_floats((out, aux), jnp.float32)
         new_stats = jax.tree.map(lambda n, o: n.astype(o.dtype), new_stats, batch_stats)
     return out, new_stats, aux
@@ -367,16 +368,21 @@ def make_train_loop(
 def loops_well(train_step: Callable, state: TrainState, batch: Batch) -> bool:
     """Whether running `train_step` inside a compiled loop is as fast as calling it
     once per step: not on CPU when the step has a convolution (see `make_train_loop`)."""
-    if jax.default_backend() != "cpu":
-        return True
+    return _loops_well(jax.make_jaxpr(train_step)(state, batch))
+
+
+def _loops_well(jaxpr) -> bool:
     # The printed jaxpr includes the nested ones (pjit, custom_vjp, scan bodies).
-    return "conv_general_dilated" not in str(jax.make_jaxpr(train_step)(state, batch))
+    return jax.default_backend() != "cpu" or "conv_general_dilated" not in str(jaxpr)
 
 
 def zero_metrics(train_step: Callable, state: TrainState, batch: Batch) -> Metrics:
     """The identity of `dl.metrics.add` for `train_step`'s metrics: zeros, and
     `dl.metrics.NO_STEP` for the keys combined by minimum."""
-    shapes = jax.eval_shape(train_step, state, batch)[1]
+    return _zero_metrics(jax.eval_shape(train_step, state, batch)[1])
+
+
+def _zero_metrics(shapes) -> Metrics:
     return {
         k: jnp.full(v.shape, metrics_lib.NO_STEP if k in metrics_lib.MIN_KEYS else 0, v.dtype)
         for k, v in shapes.items()
@@ -871,15 +877,17 @@ def fit(
 
     first = next(strategy.batches(train_dev, batch_size, seed=seed, epoch=0))
     t0 = time.perf_counter()
-    plan0 = epoch_plan(len(x), batch_size, seed, 0, True, "drop", 0)
     loop_fn = step_fn = None
     if strategy.name == "pmap" or strategy.multi_process:  # one call per step
         step_fn = strategy.compile_train_step(train_step, state, first)
     else:
-        zero_sums = zero_metrics(train_step, state, first)
+        # One trace gives both the metrics' shapes and whether the step loops well.
+        jaxpr, (_, metric_shapes) = jax.make_jaxpr(train_step, return_shape=True)(state, first)
+        zero_sums = _zero_metrics(metric_shapes)
         if sums is not None:  # resumed inside an epoch: the dtypes the loop expects
             sums = {k: jnp.asarray(v, zero_sums[k].dtype) for k, v in sums.items()}
-        looped = loops_well(train_step, state, first)
+        looped = _loops_well(jaxpr)
+        plan0 = epoch_plan(len(x), batch_size, seed, 0, True, "drop", 0)
         loop_fn = strategy.compile_train_loop(
             train_step, state, zero_sums, train_dev, strategy.put_plan(plan0), loop=looped
         )

@@ -102,6 +102,7 @@ def test_val_split_early_stopping_and_model_args(tmp_path, capsys):
         (["--model-arg", "widths"], "expects KEY=VALUE"),
         (["--model", "mlp", "--model-arg", "depth=3"], r"Unknown option\(s\) \['depth'\]"),
         (["--augment", "mixup"], "Unknown augmentation 'mixup'"),
+        (["--compute-dtype", "float16"], "compute_dtype must be one of .* got 'float16'"),
         (["--dataset", "digits", "--model", "lenet5", "--epochs", "1"], "lenet5 needs images"),
     ],
 )

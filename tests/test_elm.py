@@ -149,3 +149,9 @@ def test_float32_gram_and_solve_agree_with_float64():
         m32.hidden_, (x - m32.mean_) / m32.std_, np.ones((len(x), 1)), dtype="float32"
     )
     assert hth.dtype == np.float32
+
+
+def test_gram_rejects_an_unknown_dtype():
+    hidden = elm.init_hidden(jax.random.key(0), 3, 4)
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'; got 'float16'"):
+        elm.gram(hidden, np.zeros((5, 3), np.float32), np.zeros((5, 1)), dtype="float16")

@@ -42,13 +42,21 @@ def _header(rec: dict) -> list[str]:
     ]
 
 
+def _section(title: str, rec: dict, columns: list[str]) -> list[str]:
+    """A benchmark's heading, provenance line and table head."""
+    return [
+        f"## {title}",
+        "",
+        *_header(rec),
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+
+
 def steps_table(rec) -> list[str]:
     targets = {"mlp": 1.5, "transformer": 1.5, "lenet5": 1.0, "cnn": 1.0}
-    lines = ["## Train step against PyTorch eager (CPU)", "", *_header(rec)]
-    lines += [
-        "| model | dl ms/step | PyTorch ms/step | speed-up | target | verdict |",
-        "|---|---|---|---|---|---|",
-    ]
+    columns = ["model", "dl ms/step", "PyTorch ms/step", "speed-up", "target", "verdict"]
+    lines = _section("Train step against PyTorch eager (CPU)", rec, columns)
     for r in rec["rows"]:
         t = targets.get(r["model"])
         verdict = _mark(r["speedup_vs_torch"] >= t) if t else "no target"
@@ -60,16 +68,17 @@ def steps_table(rec) -> list[str]:
 
 
 def loop_table(rec) -> list[str]:
-    lines = [
-        "## Fit loop against the hand-written Flax loop and the bare jitted step",
-        "",
-        *_header(rec),
+    columns = [
+        "model",
+        "data",
+        "fit ms/epoch",
+        "bare step ms/epoch",
+        "fit / bare (target <= 1.10)",
+        "hand-written ms/epoch",
+        "speed-up vs hand-written (target >= 2)",
     ]
-    lines += [
-        "| model | data | fit ms/epoch | bare step ms/epoch | fit / bare (target <= 1.10) | "
-        "hand-written ms/epoch | speed-up vs hand-written (target >= 2) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    title = "Fit loop against the hand-written Flax loop and the bare jitted step"
+    lines = _section(title, rec, columns)
     for r in rec["rows"]:
         lines.append(
             f"| {r['model']} | {r['data']} | {r['fit_epoch_ms']:.1f} | {r['bare_epoch_ms']:.1f} | "
@@ -81,12 +90,9 @@ def loop_table(rec) -> list[str]:
 
 
 def elm_table(rec) -> list[str]:
-    lines = ["## ELM fit against hpelm", "", *_header(rec)]
-    lines += [
-        "| width | ours | hpelm | ours s | hpelm s | speed-up (target >= 3) | "
-        "accuracy ours / hpelm | equal (<= 0.5 pt) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    columns = ["width", "ours", "hpelm", "ours s", "hpelm s", "speed-up (target >= 3)"]
+    columns += ["accuracy ours / hpelm", "equal (<= 0.5 pt)"]
+    lines = _section("ELM fit against hpelm", rec, columns)
     for r in rec["rows"]:
         equal = abs(r["ours_accuracy"] - r["hpelm_accuracy"]) <= 0.005
         lines.append(
@@ -99,12 +105,9 @@ def elm_table(rec) -> list[str]:
 
 
 def flops_table(rec) -> list[str]:
-    lines = ["## MLP step FLOP/s against the measured matmul peak", "", *_header(rec)]
-    lines += [
-        "| model | batch | ms/step | GFLOP/step | achieved GFLOP/s | "
-        "matmul peak GFLOP/s | fraction (target >= 0.5) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    columns = ["model", "batch", "ms/step", "GFLOP/step", "achieved GFLOP/s"]
+    columns += ["matmul peak GFLOP/s", "fraction (target >= 0.5)"]
+    lines = _section("MLP step FLOP/s against the measured matmul peak", rec, columns)
     for r in rec["rows"]:
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['step_ms']:.1f} | "
@@ -117,12 +120,8 @@ def flops_table(rec) -> list[str]:
 
 
 def pooling_table(rec) -> list[str]:
-    lines = [
-        "## Max pooling: reshape-and-reduce (dl) against flax's reduce_window",
-        "",
-        *_header(rec),
-    ]
-    lines += ["| case | dl ms | flax ms | speed-up |", "|---|---|---|---|"]
+    title = "Max pooling: reshape-and-reduce (dl) against flax's reduce_window"
+    lines = _section(title, rec, ["case", "dl ms", "flax ms", "speed-up"])
     for r in rec["rows"]:
         lines.append(
             f"| {r['case']} | {r['dl_ms']:.2f} | {r['flax_ms']:.2f} | {r['speedup']:.2f}x |"
