@@ -125,6 +125,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = []
     only = [a for a in sys.argv[1:] if not a.startswith("--")]  # e.g. `steps.py cnn lstm`
+    unknown = sorted(set(only) - set(CASES))
+    if unknown:
+        raise SystemExit(f"Unknown model(s) {unknown}; choose from {sorted(CASES)}.")
     for name, case in CASES.items():
         if only and name not in only:
             continue
@@ -150,7 +153,12 @@ def main() -> None:
             }
         )
         print(rows[-1]["model"], f"{rows[-1]['speedup_vs_torch']:.2f}x", flush=True)
-    save("steps_vs_pytorch", rows, notes="PyTorch eager on CPU, its default threads.")
+    # A subset is saved apart, so that it does not replace the full table of report.py.
+    save(
+        "steps_vs_pytorch_subset" if only else "steps_vs_pytorch",
+        rows,
+        notes="PyTorch eager on CPU, its default threads.",
+    )
 
 
 if __name__ == "__main__":
