@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--compute-dtype",
         help="float32 (default), or bfloat16: mixed precision (bf16 model, float32 "
-        "parameters and optimizer); fast on GPUs and TPUs",
+        "parameters and optimizer), meant for GPUs and TPUs",
     )
     t.add_argument(
         "--resume",

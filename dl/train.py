@@ -241,8 +241,8 @@ def make_train_step(
       skip_nonfinite: skip updates whose loss or gradient is NaN or Inf.
       compute_dtype: None or "float32" (default), or "bfloat16" for mixed precision:
         the model runs in bfloat16 on float32 master parameters, and the loss,
-        gradients and optimizer stay float32. Fast on GPUs and TPUs (tensor cores);
-        on CPU it is usually slower.
+        gradients and optimizer stay float32. Meant for GPUs and TPUs (bf16 matrix
+        units); on this project's CPU a small CNN ran slower in it (gpu.py --smoke).
 
     Returns:
       train_step(state, batch) with batch {"x", "y", "mask"?}; the loss is the mean over
