@@ -8,7 +8,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "models", "losses", "metrics", "optim", "train", "plotting", "cli")
+_SUBMODULES = ("data", "models", "losses", "metrics", "optim", "train", "plotting", "cli", "xla")
 
 
 def __getattr__(name):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 
@@ -20,7 +21,12 @@ def unknown_name(kind: str, got: object, valid: Iterable[str], hint: str = "") -
 
 def check_positive_int(name: str, value: object) -> int:
     """Return `value` as an int if it is a positive integer, else raise a clear ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or int(value) != value
+    ):
         raise ValueError(f"{name} must be a positive integer; got {value!r}.")
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer; got {value!r}. Use a value >= 1.")

@@ -43,6 +43,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from dl import xla
 from dl._errors import unknown_name
 from dl.data.batching import Remainder, epoch_plan, gather_rows
 
@@ -413,11 +414,11 @@ class Strategy:
 
             return step
         if self.name == "single":
-            return jax.jit(train_step, donate_argnums=donate_argnums).lower(state, batch).compile()
+            return xla.jit(train_step, donate_argnums=donate_argnums).lower(state, batch).compile()
         state_sh = jax.tree.map(lambda _: self.replicated, state)
         batch_sh = jax.tree.map(lambda _: self.batch_sharding, batch)
         return (
-            jax.jit(
+            xla.jit(
                 train_step,
                 in_shardings=(state_sh, batch_sh),
                 out_shardings=(state_sh, self.replicated),
@@ -448,7 +449,7 @@ class Strategy:
         bounds = (np.int32(0), np.int32(1))
         if self.name == "single":
             fn = make_train_loop(train_step, loop=loop)
-            jitted = jax.jit(fn, donate_argnums=(0, 1))
+            jitted = xla.jit(fn, donate_argnums=(0, 1))
         else:
             fn = make_train_loop(
                 train_step,
@@ -457,7 +458,7 @@ class Strategy:
             )
             rep = self.replicated
             tree_rep = lambda t: jax.tree.map(lambda _: rep, t)  # noqa: E731
-            jitted = jax.jit(
+            jitted = xla.jit(
                 fn,
                 in_shardings=(tree_rep(state), tree_rep(sums), rep, rep, rep, rep, rep, rep),
                 out_shardings=(tree_rep(state), tree_rep(sums)),
@@ -475,8 +476,8 @@ class Strategy:
             fn = self._pmap(eval_step)
             return lambda s, b: unreplicate(fn(s, b))  # psum-ed in the step
         if self.name == "single":
-            return jax.jit(eval_step)
-        return jax.jit(eval_step, out_shardings=self.replicated)
+            return xla.jit(eval_step)
+        return xla.jit(eval_step, out_shardings=self.replicated)
 
 
 def get_strategy(

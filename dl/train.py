@@ -32,6 +32,7 @@ import optax
 from flax import struct
 
 from dl import metrics as metrics_lib
+from dl import xla
 from dl._errors import check_positive_int
 from dl.data.batching import batches, epoch_plan, gather_step, num_batches
 from dl.data.validate import check_arrays
@@ -439,7 +440,7 @@ def predict(model: nn.Module, state: TrainState, x, *, batch_size: int = 512) ->
         name="x",
         integer_inputs=state.input_dtype == "int32",
     )
-    fn = jax.jit(lambda s, xb: _apply(model, s.params, s.batch_stats, xb, train=False)[0])
+    fn = xla.jit(lambda s, xb: _apply(model, s.params, s.batch_stats, xb, train=False)[0])
     out = [
         fn(state, b["x"])
         for b in batches(x, np.zeros(len(x), np.int32), batch_size, shuffle=False, remainder="pad")

@@ -74,8 +74,31 @@ def test_verdicts_follow_the_numbers_both_ways(report, monkeypatch):
             }
         ],
     )
+    ablation = {"flax_ms": 9, "pooling_ms": 8, "xla_options_ms": 7, "torch_ms": 6}
+    _write(
+        report,
+        "cnn_cpu",
+        [
+            {
+                "what": "fast",
+                **ablation,
+                "dl_ms": 5,
+                "speedup_vs_flax": 1.8,
+                "speedup_vs_torch": 1.2,
+            },
+            {
+                "what": "slow",
+                **ablation,
+                "dl_ms": 6.5,
+                "speedup_vs_flax": 1.4,
+                "speedup_vs_torch": 0.9,
+            },
+        ],
+    )
     report.main()
     md = report.OUT.read_text()
+    assert "| fast | 9.00 | 8.00 | 7.00 | 5.00 | 6.00 | 1.80x | 1.20x PASS |" in md
+    assert "| slow | 9.00 | 8.00 | 7.00 | 6.50 | 6.00 | 1.40x | 0.90x FAIL |" in md
     assert "| fast mlp | 1.00 | 2.00 | 2.00x | >= 1.5x | PASS |" in md
     assert "| slow cnn | 2.00 | 1.00 | 0.50x | >= 1.0x | FAIL |" in md
     assert "0.25 FAIL" in md

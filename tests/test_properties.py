@@ -128,3 +128,11 @@ def test_create_state_shapes(shape, name):
         assert str(e)
         return
     assert state.input_shape == tuple(shape) and state.num_classes == 4
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan"), 2.5, 0, True])
+def test_positive_int_rejects_non_finite_and_fractional_values_clearly(bad):
+    from dl._errors import check_positive_int
+
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        check_positive_int("epochs", bad)

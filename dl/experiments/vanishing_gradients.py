@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dl import analysis, data, models, optim
+from dl import analysis, data, models, optim, xla
 from dl import train as tr
 from dl.experiments.common import (
     Timer,
@@ -84,7 +84,7 @@ def _train_with_norms(model, ds, depth, epochs, seed, probe):
     steps = data.num_batches(len(x), bs) * epochs
     tx = optim.make_optimizer("adam", steps, learning_rate=1e-3, schedule="warmup_cosine")
     state = tr.create_state(model, tx, x.shape[1:], seed=seed)
-    step = jax.jit(tr.make_train_step(model, tx), donate_argnums=0)
+    step = xla.jit(tr.make_train_step(model, tx), donate_argnums=0)
     xd, yd = jax.device_put(x), jax.device_put(y)
     norms = [analysis.layer_gradient_norms(model, state, *probe, layers=_layers(depth))]
     for epoch in range(epochs):

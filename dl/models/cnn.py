@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 
-from dl.models.layers import activation, batch_norm, pool, spatial_dims
+from dl.models.layers import Conv, activation, batch_norm, pool, spatial_dims
 
 
 class LeNet5(nn.Module):
@@ -28,9 +28,9 @@ class LeNet5(nn.Module):
                 "Use model 'cnn' for small or 1-D inputs."
             )
         act = activation(self.activation)
-        x = act(nn.Conv(6, (5, 5), padding="SAME", name="conv0")(x))
+        x = act(Conv(6, (5, 5), padding="SAME", name="conv0")(x))
         x = pool(x, self.pool, 2)
-        x = act(nn.Conv(16, (5, 5), padding="VALID", name="conv1")(x))
+        x = act(Conv(16, (5, 5), padding="VALID", name="conv1")(x))
         x = pool(x, self.pool, 2)
         x = x.reshape((x.shape[0], -1))
         x = act(nn.Dense(120, name="dense0")(x))
@@ -82,7 +82,7 @@ class CNN(nn.Module):
             for j in range(self.convs_per_block):
                 stride = (self.strides if j == 0 else 1,) * nd
                 k = self.first_kernel_size if b == j == 0 and self.first_kernel_size else None
-                x = nn.Conv(
+                x = Conv(
                     ch,
                     (k or self.kernel_size,) * nd,
                     strides=stride,

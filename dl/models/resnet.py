@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 
-from dl.models.layers import batch_norm, spatial_dims
+from dl.models.layers import Conv, batch_norm, spatial_dims
 
 
 class BasicBlock(nn.Module):
@@ -19,13 +19,13 @@ class BasicBlock(nn.Module):
     def __call__(self, x, train: bool = False):
         nd = x.ndim - 2
         k, s = (3,) * nd, (self.strides,) * nd
-        y = nn.Conv(self.channels, k, strides=s, padding="SAME", use_bias=False)(x)
+        y = Conv(self.channels, k, strides=s, padding="SAME", use_bias=False)(x)
         y = nn.relu(batch_norm(train)(y))
-        y = nn.Conv(self.channels, k, padding="SAME", use_bias=False)(y)
+        y = Conv(self.channels, k, padding="SAME", use_bias=False)(y)
         # Zero-init the last BN scale so every block starts as the identity (Goyal et al. 2017).
         y = batch_norm(train, scale_init=nn.initializers.zeros)(y)
         if x.shape != y.shape:
-            x = nn.Conv(self.channels, (1,) * nd, strides=s, use_bias=False, name="proj")(x)
+            x = Conv(self.channels, (1,) * nd, strides=s, use_bias=False, name="proj")(x)
             x = batch_norm(train)(x)
         return nn.relu(x + y)
 
@@ -46,7 +46,7 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         nd = spatial_dims(x, "resnet")
-        x = nn.Conv(self.width, (3,) * nd, padding="SAME", use_bias=False, name="stem")(x)
+        x = Conv(self.width, (3,) * nd, padding="SAME", use_bias=False, name="stem")(x)
         x = nn.relu(batch_norm(train)(x))
         for stage, n in enumerate(self.blocks_per_stage):
             for b in range(n):

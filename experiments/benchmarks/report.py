@@ -18,7 +18,7 @@ from pathlib import Path
 from common import RESULTS, quick
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("steps.py", "loop.py", "elm_vs_hpelm.py", "flops.py", "pooling.py")
+SCRIPTS = ("steps.py", "loop.py", "elm_vs_hpelm.py", "flops.py", "pooling.py", "cnn_cpu.py")
 OUT = RESULTS.parent / "benchmarks.md"
 
 
@@ -129,6 +129,29 @@ def pooling_table(rec) -> list[str]:
     return lines
 
 
+def cnn_cpu_table(rec) -> list[str]:
+    title = "CNN train step on the CPU: each change in turn"
+    columns = [
+        "model",
+        "flax ms",
+        "+ dl pooling",
+        "+ dl.xla options",
+        "dl (+ first conv)",
+        "PyTorch ms",
+        "dl vs flax",
+        "dl vs PyTorch (target >= 1.0)",
+    ]
+    lines = _section(title, rec, columns)
+    for r in rec["rows"]:
+        vs_torch = r["speedup_vs_torch"]
+        lines.append(
+            f"| {r['what']} | {r['flax_ms']:.2f} | {r['pooling_ms']:.2f} | "
+            f"{r['xla_options_ms']:.2f} | {r['dl_ms']:.2f} | {r['torch_ms']:.2f} | "
+            f"{r['speedup_vs_flax']:.2f}x | {vs_torch:.2f}x {_mark(vs_torch >= 1.0)} |"
+        )
+    return lines
+
+
 def gpu_table(rec) -> list[str]:
     lines = ["## GPU", ""]
     if rec is None:
@@ -175,6 +198,7 @@ def main() -> None:
         ("elm_vs_hpelm", elm_table),
         ("mlp_flops", flops_table),
         ("pooling", pooling_table),
+        ("cnn_cpu", cnn_cpu_table),
     ):
         rec = _load(name)
         parts += (table(rec) if rec else [f"## {name}", "", "not run"]) + [""]

@@ -1,6 +1,6 @@
 """Train-step time of `dl` against the same models written idiomatically in PyTorch.
 
-For each model: our step (`dl.train.make_train_step`, compiled once with `jax.jit`, the
+For each model: our step (`dl.train.make_train_step`, compiled once with `dl.xla.jit`, the
 state donated) and PyTorch's eager step (zero_grad, forward, cross-entropy, backward,
 Adam) on the same batch shape, both with Adam(1e-3), timed in turn over repeats in one
 process. The ratio is PyTorch's median time per step over ours (> 1: `dl` is faster).
@@ -20,7 +20,7 @@ import torch
 import torch_models as tm
 from common import interleaved, per_step, quick, save
 
-from dl import models, train
+from dl import models, train, xla
 
 torch.manual_seed(0)
 
@@ -90,7 +90,7 @@ def dl_runner(case, x, y):
     state = train.create_state(
         model, tx, case["shape"], seed=0, input_dtype="int32" if case.get("tokens") else "float32"
     )
-    step = jax.jit(train.make_train_step(model, tx), donate_argnums=0)
+    step = xla.jit(train.make_train_step(model, tx), donate_argnums=0)
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     holder = {"state": state}
 

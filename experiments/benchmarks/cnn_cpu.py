@@ -1,0 +1,97 @@
+"""What each CPU change in `dl` buys a CNN train step, one change at a time, with
+PyTorch eager alongside.
+
+For the benchmark CNN (conv32-pool-conv64-pool-128) and LeNet-5, batch 128, Adam:
+
+- flax: `nn.Conv` and `nn.max_pool`, compiled with `jax.jit` (a plain Flax CNN);
+- + pooling: `dl.models.layers.pool` (reshape and reduce) instead of `nn.max_pool`;
+- + XLA options: compiled with `dl.xla.jit` (YNNPACK for dot products only);
+- dl: also `dl.models.layers.Conv`, whose single-channel first convolution is a sum
+  of shifted inputs where it has at most 9 taps (the CNN's 3x3; LeNet-5's 5x5 stays
+  with XLA): the zoo's models as `fit` compiles them;
+- PyTorch: the same model in eager PyTorch (`torch_models.py`).
+
+All five are timed in turn in one process; medians over repeats.
+
+    python experiments/benchmarks/cnn_cpu.py [--quick]
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import steps as steps_bench
+from common import interleaved, per_step, quick, save
+
+from dl import train, xla
+from dl.models import cnn as cnn_module
+from dl.models.layers import Conv, pool
+
+
+def flax_pool(x, kind, window):
+    shape = (window,) * (x.ndim - 2)
+    return nn.max_pool(x, shape, strides=shape) if kind == "max" else pool(x, kind, window)
+
+
+# name -> (conv class, pooling, jit)
+VARIANTS = {
+    "flax": (nn.Conv, flax_pool, jax.jit),
+    "pooling": (nn.Conv, pool, jax.jit),
+    "xla_options": (nn.Conv, pool, xla.jit),
+    "dl": (Conv, pool, xla.jit),
+}
+
+
+def runner(case, variant, x, y):
+    conv, pooling, jit = VARIANTS[variant]
+    cnn_module.Conv, cnn_module.pool = conv, pooling
+    try:
+        model = case["dl"]()
+        tx = optax.adam(1e-3)
+        state = train.create_state(model, tx, case["shape"], seed=0)
+        step = jit(train.make_train_step(model, tx), donate_argnums=0)
+        batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+        state, _ = step(state, batch)  # traced now, with this variant's layers
+    finally:
+        cnn_module.Conv, cnn_module.pool = Conv, pool
+    holder = {"state": jax.block_until_ready(state)}
+
+    def run(n):
+        s = holder["state"]
+        for _ in range(n):
+            s, _ = step(s, batch)
+        holder["state"] = jax.block_until_ready(s)
+
+    return run
+
+
+def main() -> None:
+    repeats, steps = (3, 3) if quick() else (9, 10)
+    rng = np.random.default_rng(0)
+    rows = []
+    for name in ("cnn", "lenet5"):
+        case = steps_bench.CASES[name]
+        x, y = steps_bench._data(case, rng)
+        timers = {v: per_step(runner(case, v, x, y), steps) for v in VARIANTS}
+        timers["torch"] = per_step(steps_bench.torch_runner(case, x, y), steps)
+        res = interleaved(timers, repeats)
+        ms = {k: 1e3 * r["median_s"] for k, r in res.items()}
+        rows.append(
+            {
+                "model": name,
+                "what": case["what"],
+                **{f"{k}_ms": v for k, v in ms.items()},
+                "speedup_vs_flax": ms["flax"] / ms["dl"],
+                "speedup_vs_torch": ms["torch"] / ms["dl"],
+                "all_ms": {k: [1e3 * t for t in r["all_s"]] for k, r in res.items()},
+            }
+        )
+        print(name, {k: round(v, 2) for k, v in ms.items()}, flush=True)
+    save("cnn_cpu", rows, notes=f"medians of {repeats} repeats of {steps} steps")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""dl.xla's compiler options and the single-channel convolution of dl.models.layers:
+both are speed changes, so both must leave the results as they were."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax import lax
+
+from dl import models, train, xla
+from dl.models import layers
+
+CPU = jax.default_backend() == "cpu"
+
+
+def test_compiler_options_on_cpu_and_when_left_out(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv("DL_XLA_DEFAULTS", raising=False)
+    assert xla.compiler_options("gpu") == {}
+    assert xla.compiler_options("tpu") == {}
+    if CPU:
+        assert xla.compiler_options() == {xla.YNN_OPTION: xla.YNN_NO_CONVOLUTIONS}
+    monkeypatch.setenv("DL_XLA_DEFAULTS", "0")
+    assert xla.compiler_options("cpu") == {}
+    monkeypatch.delenv("DL_XLA_DEFAULTS")
+    # the user's own setting of the option wins
+    monkeypatch.setenv("XLA_FLAGS", f"--{xla.YNN_OPTION}=")
+    assert xla.compiler_options("cpu") == {}
+
+
+def test_unknown_option_is_detected():
+    assert not xla._supported("cpu", xla.YNN_OPTION, "NOT_A_FUSION_TYPE")
+
+
+def _cnn_state_and_batch():
+    rng = np.random.default_rng(0)
+    model = models.get_model("cnn", 10, channels=(8, 16), dense=(32,))
+    tx = optax.adam(1e-3)
+    state = train.create_state(model, tx, (28, 28, 1), seed=0)
+    batch = {
+        "x": jnp.asarray(rng.normal(size=(16, 28, 28, 1)).astype(np.float32)),
+        "y": jnp.asarray(rng.integers(0, 10, 16).astype(np.int32)),
+    }
+    return train.make_train_step(model, tx), state, batch
+
+
+@pytest.mark.skipif(not CPU, reason="the options are for the CPU backend")
+def test_jit_with_options_trains_like_plain_jit():
+    step, state, batch = _cnn_state_and_batch()
+    ours, plain = xla.jit(step), jax.jit(step)
+    s1, s2 = state, state
+    for _ in range(3):
+        s1, m1 = ours(s1, batch)
+        s2, m2 = plain(s2, batch)
+    np.testing.assert_allclose(float(m1["loss_sum"]), float(m2["loss_sum"]), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def _ynn_convs(jitted, *args) -> int:
+    hlo = jitted.lower(*args).compile().as_text()
+    return sum("__ynn_fusion" in ln and "conv_general_dilated" in ln for ln in hlo.splitlines())
+
+
+@pytest.mark.skipif(not CPU, reason="the options are for the CPU backend")
+def test_jit_keeps_convolutions_out_of_ynnpack():
+    # The benchmark's CNN size, compiled only: YNNPACK takes convolutions this large.
+    model = models.get_model("cnn", 10, channels=(32, 64), dense=(128,))
+    tx = optax.adam(1e-3)
+    state = train.create_state(model, tx, (28, 28, 1), seed=0)
+    batch = {"x": jnp.zeros((128, 28, 28, 1)), "y": jnp.zeros((128,), jnp.int32)}
+    step = train.make_train_step(model, tx)
+    assert _ynn_convs(xla.jit(step), state, batch) == 0
+    convs = "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+    if xla._supported("cpu", xla.YNN_OPTION, convs):  # the check does see them when on
+        on = jax.jit(step, compiler_options={xla.YNN_OPTION: convs})
+        assert _ynn_convs(on, state, batch) > 0
+
+
+def _conv_cases():
+    rng = np.random.default_rng(1)
+    f = lambda *s: jnp.asarray(rng.normal(size=s).astype(np.float32))  # noqa: E731
+    return [
+        (f(3, 12, 10, 1), f(3, 3, 1, 5), "SAME"),
+        (f(3, 12, 10, 1), f(3, 3, 1, 5), "VALID"),
+        (f(3, 12, 10, 1), f(2, 3, 1, 4), ((1, 0), (2, 1))),
+        (f(4, 20, 1), f(5, 1, 7), "SAME"),  # 1-D signal
+        (f(2, 5, 6, 7, 1), f(2, 2, 2, 1, 3), "SAME"),  # 3-D
+    ]
+
+
+def _lax(x, w, padding):
+    nd = x.ndim - 2
+    specs = layers._channels_last_specs(nd)
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, specs)
+    return lax.conv_general_dilated(x, w, (1,) * nd, padding, dimension_numbers=dn)
+
+
+def _ours(x, w, padding):
+    nd = x.ndim - 2
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, layers._channels_last_specs(nd))
+    return layers.conv_general_dilated(x, w, (1,) * nd, padding, dimension_numbers=dn)
+
+
+@pytest.mark.skipif(not CPU, reason="the shifted sum is used on the CPU backend only")
+@pytest.mark.parametrize("case", range(5))
+def test_single_channel_conv_equals_lax_values_and_gradients(case):
+    x, w, padding = _conv_cases()[case]
+    assert "custom_vjp" in str(jax.make_jaxpr(_ours, static_argnums=2)(x, w, padding))
+    y = _ours(x, w, padding)
+    np.testing.assert_allclose(y, _lax(x, w, padding), rtol=1e-5, atol=1e-5)
+    dy = jnp.asarray(np.random.default_rng(2).normal(size=y.shape).astype(np.float32))
+    g_ours = jax.vjp(lambda x, w: _ours(x, w, padding), x, w)[1](dy)
+    g_lax = jax.vjp(lambda x, w: _lax(x, w, padding), x, w)[1](dy)
+    for a, b in zip(g_ours, g_lax, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_other_convolutions_go_to_lax_unchanged():
+    rng = np.random.default_rng(3)
+    x3 = jnp.asarray(rng.normal(size=(2, 8, 8, 3)).astype(np.float32))
+    x1 = x3[..., :1]
+    w = lambda k, ci: jnp.asarray(rng.normal(size=(k, k, ci, 4)).astype(np.float32))  # noqa: E731
+    dn = lambda x, w: lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))  # noqa: E731
+    cases = [
+        (x3, w(3, 3), (1, 1), {}),  # three input channels
+        (x1, w(5, 1), (1, 1), {}),  # 25 taps > MAX_SHIFTED_TAPS
+        (x1, w(3, 1), (2, 2), {}),  # strided
+        (x1, w(3, 1), (1, 1), {"rhs_dilation": (2, 2)}),
+        (x1.astype(jnp.bfloat16), w(3, 1).astype(jnp.bfloat16), (1, 1), {}),
+    ]
+    for x, k, strides, kw in cases:
+
+        def ours(x, k, strides=strides, kw=kw):
+            d = dn(x, k)
+            return layers.conv_general_dilated(x, k, strides, "SAME", dimension_numbers=d, **kw)
+
+        assert "custom_vjp" not in str(jax.make_jaxpr(ours)(x, k))
+        ref = lax.conv_general_dilated(x, k, strides, "SAME", dimension_numbers=dn(x, k), **kw)
+        np.testing.assert_array_equal(np.asarray(ours(x, k), "f4"), np.asarray(ref, "f4"))
+
+
+def test_cnn_with_the_shifted_first_conv_has_the_plain_gradients(monkeypatch):
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(8, 16, 16, 1)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 10, 8).astype(np.int32))
+    model = models.get_model("cnn", 10, channels=(6, 8), dense=(16,))
+    params = model.init(jax.random.key(0), x)["params"]
+    assert params["conv0_0"]["kernel"].shape == (3, 3, 1, 6)  # nn.Conv's names and shapes
+
+    def grads():
+        def loss(p):
+            logits = model.apply({"params": p}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        return jax.grad(loss)(params), jax.make_jaxpr(loss)(params)
+
+    fast, fast_jaxpr = grads()
+    monkeypatch.setattr(layers, "MAX_SHIFTED_TAPS", 0)  # every conv through lax
+    plain, plain_jaxpr = grads()
+    assert ("custom_vjp" in str(fast_jaxpr)) == CPU
+    assert "custom_vjp" not in str(plain_jaxpr)
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
