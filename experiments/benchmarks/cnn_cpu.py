@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import steps as steps_bench
-from common import interleaved, per_step, quick, save
+from common import interleaved, per_step, quick, save, step_timer
 
 from dl import train, xla
 from dl.models import cnn as cnn_module
@@ -45,7 +45,8 @@ VARIANTS = {
 }
 
 
-def runner(case, variant, x, y):
+def timer(case, variant, x, y, steps):
+    """Seconds per step of this variant's compiled step (common.step_timer)."""
     conv, pooling, jit = VARIANTS[variant]
     cnn_module.Conv, cnn_module.pool = conv, pooling
     try:
@@ -57,15 +58,7 @@ def runner(case, variant, x, y):
         state, _ = step(state, batch)  # traced now, with this variant's layers
     finally:
         cnn_module.Conv, cnn_module.pool = Conv, pool
-    holder = {"state": jax.block_until_ready(state)}
-
-    def run(n):
-        s = holder["state"]
-        for _ in range(n):
-            s, _ = step(s, batch)
-        holder["state"] = jax.block_until_ready(s)
-
-    return run
+    return step_timer(step, jax.block_until_ready(state), batch, steps)
 
 
 def main() -> None:
@@ -75,7 +68,7 @@ def main() -> None:
     for name in ("cnn", "lenet5"):
         case = steps_bench.CASES[name]
         x, y = steps_bench._data(case, rng)
-        timers = {v: per_step(runner(case, v, x, y), steps) for v in VARIANTS}
+        timers = {v: timer(case, v, x, y, steps) for v in VARIANTS}
         timers["torch"] = per_step(steps_bench.torch_runner(case, x, y), steps)
         res = interleaved(timers, repeats)
         ms = {k: 1e3 * r["median_s"] for k, r in res.items()}
