@@ -2,8 +2,8 @@
 
 On the CPU backend, jaxlib 0.10's XLA hands convolutions to YNNPACK ("ynn fusions")
 by default. On the 2-core machine of `experiments/benchmarks/` that made a small CNN's
-train step 1.4x slower than XLA's own (Eigen) convolutions (47 vs 33 ms per step,
-LeNet-5 9.3 vs 7.5 ms), while YNNPACK's matrix products are as fast as or faster than
+train step 1.33x slower than XLA's own (Eigen) convolutions (47.5 vs 35.8 ms per step,
+LeNet-5 8.6 vs 7.7 ms; `cnn_cpu.py`), while YNNPACK's matrix products are as fast as or faster than
 the alternatives (MLP 1.97 vs 2.28 ms with every YNNPACK fusion off). So `dl` keeps
 YNNPACK for dot products and reductions and turns it off for convolutions, per compiled
 function through `jax.jit`'s `compiler_options`: the process's XLA_FLAGS and the

@@ -102,7 +102,8 @@ def batch_norm(train: bool, **kwargs) -> nn.BatchNorm:
 
 # Taps (kernel positions) up to which the single-channel convolution is computed as a
 # sum of shifted inputs. Measured on the 2-core CPU (dl.xla's options on): a CNN whose
-# first conv is 3x3 from one channel to 32 trained 1.3x faster per step (34 -> 25 ms),
+# first conv is 3x3 from one channel to 32 trained 1.18x faster per step (35.8 -> 30.3
+# ms, experiments/benchmarks/cnn_cpu.py),
 # but with 5x5 kernels (25 taps) 1.4-1.9x slower, because XLA fuses the sum into each of
 # its consumers (ReLU, pooling and their gradients) and recomputes it there.
 MAX_SHIFTED_TAPS = 9
@@ -154,7 +155,7 @@ def conv_general_dilated(
 
 
 def _channels_last_specs(nd: int) -> tuple[str, str, str]:
-    sp = "DHW"[-nd:] if nd <= 3 else None
+    sp = "DHW"[-nd:]  # nd is 1, 2 or 3 (checked by the callers)
     return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
 
 
