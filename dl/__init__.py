@@ -1,12 +1,18 @@
 """dl: a JAX functional research toolkit for deep learning.
 
 Importing `dl` does no device work, reads no files and parses no flags; the
-submodules are imported lazily so that `import dl` stays cheap.
+submodules are imported lazily so that `import dl` stays cheap. It does tune glibc's
+malloc for XLA:CPU, once, before JAX starts its threads (`dl.xla.tune_host_allocator`;
+`DL_MALLOC_TUNING=0` turns that off).
 """
 
 import importlib
 
+from dl._host import tune_host_allocator as _tune_host_allocator
+
 __version__ = "0.1.0"
+
+_tune_host_allocator()
 
 _SUBMODULES = ("data", "models", "losses", "metrics", "optim", "train", "plotting", "cli", "xla")
 

@@ -163,3 +163,67 @@ def test_cnn_with_the_shifted_first_conv_has_the_plain_gradients(monkeypatch):
     assert "custom_vjp" not in str(plain_jaxpr)
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+# Run in a fresh interpreter: the malloc settings are process-wide and must be made
+# before JAX starts its threads. Prints page faults per call of a function whose
+# temporaries are 33 MB (median over calls), and a digest of a few LM train steps' parameters.
+_ALLOCATOR_SCRIPT = """
+import hashlib, resource
+import dl
+import jax, jax.numpy as jnp, numpy as np, optax
+from dl import models, train, xla
+
+@jax.jit
+def f(x):
+    y = jnp.tanh(x @ x)
+    return (jnp.sin(y @ y) @ y).sum()
+
+x = jnp.ones((2048, 2048))
+faults = []
+for _ in range(15):
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    f(x).block_until_ready()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
+faults = np.median(faults)  # the heap still grows now and then as buffers shift
+model = models.get_model("lm", 17, d_model=32, num_layers=1, num_heads=2, mlp_dim=64, max_len=16)
+tx = optax.adam(1e-2)
+state = train.create_state(model, tx, (16,), seed=0, input_dtype="int32")
+step = xla.jit(train.make_train_step(model, tx))
+tokens = np.random.default_rng(0).integers(0, 17, (8, 17)).astype(np.int32)
+for _ in range(3):
+    state, _ = step(state, {"x": tokens[:, :-1], "y": tokens[:, 1:]})
+leaves = jax.tree_util.tree_leaves(state.params)
+digest = hashlib.sha256(b"".join(np.asarray(p).tobytes() for p in leaves)).hexdigest()
+print(xla.tune_host_allocator(), faults, digest)
+"""
+
+
+@pytest.mark.skipif(
+    not (CPU and __import__("sys").platform.startswith("linux")), reason="glibc on Linux"
+)
+def test_host_allocator_tuning_stops_per_call_page_faults_and_changes_no_result():
+    import os
+    import subprocess
+    import sys
+
+    def run(tuning):
+        env = {**os.environ, "DL_MALLOC_TUNING": tuning}
+        out = subprocess.run(
+            [sys.executable, "-c", _ALLOCATOR_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        return out[0] == "True", float(out[1]), out[2]
+
+    tuned, tuned_faults, tuned_digest = run("1")
+    plain, plain_faults, plain_digest = run("0")
+    assert tuned and not plain
+    pages = 3 * 2048 * 2048 * 4 / 4096  # two 16 MB temporaries and more: > 8192 pages
+    # Without the tuning each call maps its temporaries afresh and touches every page;
+    # with it the freed block is reused.
+    assert plain_faults > 0.5 * pages / 3, plain_faults
+    assert tuned_faults < 0.05 * plain_faults, (tuned_faults, plain_faults)
+    assert tuned_digest == plain_digest  # the same bits: only where memory comes from
