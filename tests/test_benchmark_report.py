@@ -95,8 +95,26 @@ def test_verdicts_follow_the_numbers_both_ways(report, monkeypatch):
             },
         ],
     )
+    _write(
+        report,
+        "allocator",
+        [
+            {
+                "what": "lm",
+                "dl_ms_tuned": 70,
+                "dl_ms_plain": 105,
+                "dl_faults_per_step_tuned": 0,
+                "dl_faults_per_step_plain": 45000,
+                "dl_speedup": 1.5,
+                "torch_ms_tuned": 90,
+                "torch_ms_plain": 91,
+                "torch_speedup": 1.01,
+            }
+        ],
+    )
     report.main()
     md = report.OUT.read_text()
+    assert "| lm | 70.00 / 105.00 | 0 / 45000 | 1.50x | 90.00 / 91.00 | 1.01x |" in md
     assert "| fast | 9.00 | 8.00 | 7.00 | 5.00 | 6.00 | 1.80x | 1.20x PASS |" in md
     assert "| slow | 9.00 | 8.00 | 7.00 | 6.50 | 6.00 | 1.40x | 0.90x FAIL |" in md
     assert "| fast mlp | 1.00 | 2.00 | 2.00x | >= 1.5x | PASS |" in md

@@ -18,7 +18,15 @@ from pathlib import Path
 from common import RESULTS, quick
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("steps.py", "loop.py", "elm_vs_hpelm.py", "flops.py", "pooling.py", "cnn_cpu.py")
+SCRIPTS = (
+    "steps.py",
+    "loop.py",
+    "elm_vs_hpelm.py",
+    "flops.py",
+    "pooling.py",
+    "cnn_cpu.py",
+    "allocator.py",
+)
 OUT = RESULTS.parent / "benchmarks.md"
 
 
@@ -152,6 +160,27 @@ def cnn_cpu_table(rec) -> list[str]:
     return lines
 
 
+def allocator_table(rec) -> list[str]:
+    title = "Train step with and without dl's malloc tuning (child processes in turn)"
+    columns = [
+        "model",
+        "dl ms: tuned / plain",
+        "dl page faults per step: tuned / plain",
+        "dl speed-up",
+        "PyTorch ms: tuned / plain",
+        "PyTorch speed-up",
+    ]
+    lines = _section(title, rec, columns)
+    for r in rec["rows"]:
+        lines.append(
+            f"| {r['what']} | {r['dl_ms_tuned']:.2f} / {r['dl_ms_plain']:.2f} | "
+            f"{r['dl_faults_per_step_tuned']:.0f} / {r['dl_faults_per_step_plain']:.0f} | "
+            f"{r['dl_speedup']:.2f}x | {r['torch_ms_tuned']:.2f} / {r['torch_ms_plain']:.2f} | "
+            f"{r['torch_speedup']:.2f}x |"
+        )
+    return lines
+
+
 def gpu_table(rec) -> list[str]:
     lines = ["## GPU", ""]
     if rec is None:
@@ -199,6 +228,7 @@ def main() -> None:
         ("mlp_flops", flops_table),
         ("pooling", pooling_table),
         ("cnn_cpu", cnn_cpu_table),
+        ("allocator", allocator_table),
     ):
         rec = _load(name)
         parts += (table(rec) if rec else [f"## {name}", "", "not run"]) + [""]
