@@ -1,18 +1,21 @@
 """dl: a JAX functional research toolkit for deep learning.
 
 Importing `dl` does no device work, reads no files and parses no flags; the
-submodules are imported lazily so that `import dl` stays cheap. It does tune glibc's
-malloc for XLA:CPU, once, before JAX starts its threads (`dl.xla.tune_host_allocator`;
-`DL_MALLOC_TUNING=0` turns that off).
+submodules are imported lazily so that `import dl` stays cheap. With
+`DL_MALLOC_TUNING=1` in the environment it also tunes glibc's malloc for XLA:CPU before
+JAX starts its threads (`dl.xla.tune_host_allocator`: faster steps with big
+temporaries, slower ones made of many small operations).
 """
 
 import importlib
+import os as _os
 
 from dl._host import tune_host_allocator as _tune_host_allocator
 
 __version__ = "0.1.0"
 
-_tune_host_allocator()
+if _os.environ.get("DL_MALLOC_TUNING") == "1":
+    _tune_host_allocator()
 
 _SUBMODULES = ("data", "models", "losses", "metrics", "optim", "train", "plotting", "cli", "xla")
 

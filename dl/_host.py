@@ -1,11 +1,10 @@
-"""Host-memory settings that `import dl` applies (no JAX import here: `import dl` stays
-cheap). Documented in `dl.xla`, which re-exports `tune_host_allocator`."""
+"""Host-memory settings, opt-in (no JAX import here, so that `import dl` can apply them
+before JAX starts and stays cheap). `dl.xla` re-exports them."""
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import os
 import sys
 
 # mallopt parameters, from glibc's <malloc.h>.
@@ -13,29 +12,41 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _INT_MAX = 2**31 - 1  # mallopt takes an int
 
 
+_STATE = {"tuned": False}
+
+
+def host_allocator_tuned() -> bool:
+    """Whether `tune_host_allocator` has changed this process's malloc settings."""
+    return _STATE["tuned"]
+
+
 @functools.cache
 def tune_host_allocator() -> bool:
     """Make glibc's malloc keep and reuse the memory that XLA:CPU frees between calls.
+    Opt-in: `DL_MALLOC_TUNING=1` makes `import dl` call it, or call it yourself before
+    JAX runs anything (threads that already hold a malloc arena keep it).
 
-    Sets, for the whole process (malloc is shared with NumPy, PyTorch and the rest):
-    one malloc arena for all threads (M_ARENA_MAX=1, so that XLA's worker threads
-    allocate from the heap that the two settings below govern), no mmap for large
-    blocks (M_MMAP_MAX=0) and up to 2 GiB of freed memory at the top of the heap kept
-    rather than returned to the system (M_TRIM_THRESHOLD). The cost: the process's
-    resident memory stays near its peak instead of shrinking after big temporaries.
+    Why: XLA:CPU allocates each call's temporaries as one block (175 MB for the decoder
+    LM step of `experiments/benchmarks/steps.py`, 46 MB for its CNN) on a worker thread,
+    and glibc serves a block that large on a worker thread with mmap and returns it with
+    munmap, so every call takes a page fault per 4 KiB page it touches (45,500 per LM
+    step). This sets, for the whole process (malloc is shared with NumPy, PyTorch and
+    the rest): one malloc arena for all threads (M_ARENA_MAX=1, so that XLA's threads
+    allocate from the heap the next two settings govern), no mmap for large blocks
+    (M_MMAP_MAX=0), and up to 2 GiB of freed memory at the top of the heap kept rather
+    than returned to the system (M_TRIM_THRESHOLD).
 
-    Measured on the 2-core benchmark machine: the decoder LM train step of
-    `experiments/benchmarks/steps.py` took 45,500 page faults and 110 ms per step
-    before, none and 73 ms after (`--quick`, one run; the report's numbers are medians
-    over repeats). Results are bit-for-bit the same: only where memory comes from changes.
+    Measured (`experiments/benchmarks/allocator.py`, child processes with and without it
+    in turn, medians): the LM step 123.8 -> 78.5 ms and the CNN step 29.8 -> 19.0 ms
+    (no more page faults); but one shared arena makes threads wait on its lock, and the
+    steps made of many small operations got slower: LSTM 11.5 -> 14.6 ms, LeNet-5 8.0 ->
+    9.7 ms, and PyTorch's LSTM step in the same process 7.5 -> 10.5 ms. Hence opt-in.
+    Results are bit-for-bit the same (tests/test_xla_options.py); the process's resident
+    memory stays near its peak instead of shrinking after big temporaries.
 
-    `import dl` calls this once, before JAX starts its threads (threads that already
-    hold another arena keep it, so calling it later helps less). It does nothing and
-    returns False off Linux/glibc, or when `DL_XLA_DEFAULTS=0` or `DL_MALLOC_TUNING=0`.
-    Returns True when all three settings were accepted.
+    Returns True when all three settings were accepted; False (and changes nothing) off
+    Linux/glibc.
     """
-    if os.environ.get("DL_XLA_DEFAULTS", "1") == "0" or os.environ.get("DL_MALLOC_TUNING") == "0":
-        return False
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -47,4 +58,5 @@ def tune_host_allocator() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     ok = [mallopt(_M_ARENA_MAX, 1), mallopt(_M_MMAP_MAX, 0), mallopt(_M_TRIM_THRESHOLD, _INT_MAX)]
-    return all(r == 1 for r in ok)
+    _STATE["tuned"] = all(r == 1 for r in ok)
+    return _STATE["tuned"]

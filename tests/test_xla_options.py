@@ -195,7 +195,7 @@ for _ in range(3):
     state, _ = step(state, {"x": tokens[:, :-1], "y": tokens[:, 1:]})
 leaves = jax.tree_util.tree_leaves(state.params)
 digest = hashlib.sha256(b"".join(np.asarray(p).tobytes() for p in leaves)).hexdigest()
-print(xla.tune_host_allocator(), faults, digest)
+print(xla.host_allocator_tuned(), faults, digest)
 """
 
 
@@ -218,8 +218,8 @@ def test_host_allocator_tuning_stops_per_call_page_faults_and_changes_no_result(
         ).stdout.split()
         return out[0] == "True", float(out[1]), out[2]
 
-    tuned, tuned_faults, tuned_digest = run("1")
-    plain, plain_faults, plain_digest = run("0")
+    tuned, tuned_faults, tuned_digest = run("1")  # opt-in: import dl tunes
+    plain, plain_faults, plain_digest = run("0")  # the default
     assert tuned and not plain
     pages = 3 * 2048 * 2048 * 4 / 4096  # two 16 MB temporaries and more: > 8192 pages
     # Without the tuning each call maps its temporaries afresh and touches every page;

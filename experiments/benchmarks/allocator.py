@@ -1,5 +1,5 @@
-"""What `dl`'s malloc tuning (`dl.xla.tune_host_allocator`) buys the train steps of
-`steps.py`, and what it does to PyTorch's.
+"""What `dl`'s opt-in malloc tuning (`DL_MALLOC_TUNING=1`, `dl.xla.tune_host_allocator`)
+does to the train steps of `steps.py`, and to PyTorch's in the same process.
 
 The tuning is process-wide and must come before JAX starts its threads, so the peer
 cannot share the process: this script starts child processes with and without it
@@ -29,7 +29,7 @@ def child(models: list[str], repeats: int, target_s: float) -> dict:
 
     import dl
 
-    out = {"tuned": dl.xla.tune_host_allocator()}
+    out = {"tuned": dl.xla.host_allocator_tuned()}
     rng = np.random.default_rng(0)
     for name in models:
         case = steps_bench.CASES[name]
