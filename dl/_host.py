@@ -37,10 +37,11 @@ def tune_host_allocator() -> bool:
     than returned to the system (M_TRIM_THRESHOLD).
 
     Measured (`experiments/benchmarks/allocator.py`, child processes with and without it
-    in turn, medians): the LM step 123.8 -> 78.5 ms and the CNN step 29.8 -> 19.0 ms
-    (no more page faults); but one shared arena makes threads wait on its lock, and the
-    steps made of many small operations got slower: LSTM 11.5 -> 14.6 ms, LeNet-5 8.0 ->
-    9.7 ms, and PyTorch's LSTM step in the same process 7.5 -> 10.5 ms. Hence opt-in.
+    in turn, medians of 3 each): the LM step 119.8 -> 75.7 ms and the CNN step 32.4 ->
+    19.5 ms (page faults per step 45,688 -> 0 and 11,704 -> 975); but one shared arena
+    makes threads wait on its lock, and steps made of many small operations got slower:
+    LSTM 11.5 -> 14.9 ms, LeNet-5 7.8 -> 9.8 ms, MLP 2.0 -> 2.3 ms, and PyTorch's LSTM
+    step in the same process 7.5 -> 10.6 ms. Hence opt-in.
     Results are bit-for-bit the same (tests/test_xla_options.py); the process's resident
     memory stays near its peak instead of shrinking after big temporaries.
 
