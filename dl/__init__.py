@@ -14,7 +14,13 @@ from dl._host import tune_host_allocator as _tune_host_allocator
 
 __version__ = "0.1.0"
 
-if _os.environ.get("DL_MALLOC_TUNING") == "1":
+_tuning = _os.environ.get("DL_MALLOC_TUNING", "0")
+if _tuning not in ("0", "1", ""):
+    raise ValueError(
+        f"DL_MALLOC_TUNING must be '1' (tune glibc's malloc for XLA:CPU) or '0' (the "
+        f"default); got {_tuning!r}. See dl.xla.tune_host_allocator."
+    )
+if _tuning == "1":
     _tune_host_allocator()
 
 _SUBMODULES = ("data", "models", "losses", "metrics", "optim", "train", "plotting", "cli", "xla")

@@ -227,3 +227,16 @@ def test_host_allocator_tuning_stops_per_call_page_faults_and_changes_no_result(
     assert plain_faults > 0.5 * pages / 3, plain_faults
     assert tuned_faults < 0.05 * plain_faults, (tuned_faults, plain_faults)
     assert tuned_digest == plain_digest  # the same bits: only where memory comes from
+
+
+def test_bad_malloc_tuning_value_is_a_clear_error():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DL_MALLOC_TUNING": "yes"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import dl"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert "DL_MALLOC_TUNING must be '1'" in proc.stderr and "got 'yes'" in proc.stderr

@@ -19,13 +19,12 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 
 def child(models: list[str], repeats: int, target_s: float) -> dict:
     import numpy as np
     import steps as steps_bench
-    from common import interleaved, per_step
+    from common import interleaved, per_step, steps_for
 
     import dl
 
@@ -37,9 +36,7 @@ def child(models: list[str], repeats: int, target_s: float) -> dict:
         ours = steps_bench.dl_runner(case, x, y)
         theirs = steps_bench.torch_runner(case, x, y)
         ours(3)  # compile, and let the heap grow to its working size
-        t0 = time.perf_counter()
-        ours(3)
-        steps = max(3, int(target_s / ((time.perf_counter() - t0) / 3)))
+        steps = steps_for(ours, target_s)
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         ours(steps)
         faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / steps

@@ -48,6 +48,14 @@ def per_step(run: Callable[[int], None], steps: int) -> Callable[[], float]:
     return timed
 
 
+def steps_for(run: Callable[[int], None], target_s: float, probe: int = 3) -> int:
+    """How many steps of `run` (a warmed-up `run(n)`, as `per_step` takes) fill about
+    `target_s` seconds, at least 3, from one timed call of `probe` steps."""
+    t0 = time.perf_counter()
+    run(probe)
+    return max(3, int(target_s / ((time.perf_counter() - t0) / probe)))
+
+
 def machine() -> dict:
     import jax
 

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 import torch
 import torch_models as tm
-from common import interleaved, per_step, quick, save
+from common import interleaved, per_step, quick, save, steps_for
 
 from dl import models, train, xla
 
@@ -134,10 +134,7 @@ def main() -> None:
         x, y = _data(case, rng)
         ours, theirs = dl_runner(case, x, y), torch_runner(case, x, y)
         ours(3)  # compile
-        t0 = __import__("time").perf_counter()
-        theirs(3)
-        est = (__import__("time").perf_counter() - t0) / 3
-        steps = max(3, int(target_s / est))
+        steps = steps_for(theirs, target_s)
         res = interleaved({"dl": per_step(ours, steps), "torch": per_step(theirs, steps)}, repeats)
         rows.append(
             {
