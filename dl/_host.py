@@ -1,5 +1,5 @@
-"""Host-memory settings, opt-in (no JAX import here, so that `import dl` can apply them
-before JAX starts and stays cheap). `dl.xla` re-exports them."""
+"""Host-memory settings (no JAX import here, so that `import dl` can apply them and stay
+cheap). `dl.xla` re-exports them."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ import functools
 import sys
 
 # mallopt parameters, from glibc's <malloc.h>.
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-_INT_MAX = 2**31 - 1  # mallopt takes an int
-
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_MiB = 1 << 20
+# glibc refuses an mmap threshold above half its per-thread heap size (64 MiB on 64-bit
+# Linux), and that is where its own sliding threshold stops, so 32 MiB is the largest.
+SETTINGS = {
+    "M_MMAP_THRESHOLD": (_M_MMAP_THRESHOLD, 32 * _MiB),
+    "M_TOP_PAD": (_M_TOP_PAD, 64 * _MiB),
+    "M_TRIM_THRESHOLD": (_M_TRIM_THRESHOLD, 256 * _MiB),
+}
 
 _STATE = {"tuned": False}
 
@@ -22,30 +28,36 @@ def host_allocator_tuned() -> bool:
 
 @functools.cache
 def tune_host_allocator() -> bool:
-    """Make glibc's malloc keep and reuse the memory that XLA:CPU frees between calls.
-    Opt-in: `DL_MALLOC_TUNING=1` makes `import dl` call it, or call it yourself before
-    JAX runs anything (threads that already hold a malloc arena keep it).
+    """Make glibc's malloc keep, between calls, the memory that XLA:CPU frees.
 
-    Why: XLA:CPU allocates each call's temporaries as one block (175 MB for the decoder
-    LM step of `experiments/benchmarks/steps.py`, 46 MB for its CNN) on a worker thread,
-    and glibc serves a block that large on a worker thread with mmap and returns it with
-    munmap, so every call takes a page fault per 4 KiB page it touches (45,500 per LM
-    step). This sets, for the whole process (malloc is shared with NumPy, PyTorch and
-    the rest): one malloc arena for all threads (M_ARENA_MAX=1, so that XLA's threads
-    allocate from the heap the next two settings govern), no mmap for large blocks
-    (M_MMAP_MAX=0), and up to 2 GiB of freed memory at the top of the heap kept rather
-    than returned to the system (M_TRIM_THRESHOLD).
+    `import dl` calls it unless `DL_MALLOC_TUNING=0` is in the environment. The settings
+    are read by every later malloc and free, so it can be called at any time.
 
-    Measured (`experiments/benchmarks/allocator.py`, child processes with and without it
-    in turn, medians of 3 each): the LM step 119.8 -> 75.7 ms and the CNN step 32.4 ->
-    19.5 ms (page faults per step 45,688 -> 0 and 11,704 -> 975); but one shared arena
-    makes threads wait on its lock, and steps made of many small operations got slower:
-    LSTM 11.5 -> 14.9 ms, LeNet-5 7.8 -> 9.8 ms, MLP 2.0 -> 2.3 ms, and PyTorch's LSTM
-    step in the same process 7.5 -> 10.6 ms. Hence opt-in.
-    Results are bit-for-bit the same (tests/test_xla_options.py); the process's resident
-    memory stays near its peak instead of shrinking after big temporaries.
+    Why: XLA:CPU allocates each call's temporaries afresh on a worker thread (for the
+    decoder LM step of `experiments/benchmarks/steps.py`, 175 MB in one block). glibc
+    serves a block over its mmap threshold with mmap and returns it with munmap, and it
+    deletes a worker thread's heap once nothing in it is in use; either way the next
+    call takes a page fault per 4 KiB page it touches (45,500 per LM step). `dl.xla.jit`
+    has XLA split the temporaries into blocks of at most 16 MiB (see `dl.xla`); these
+    settings then keep those blocks' memory mapped:
 
-    Returns True when all three settings were accepted; False (and changes nothing) off
+    - M_MMAP_THRESHOLD = 32 MiB: blocks below it come from malloc's heaps, not mmap (the
+      value glibc's own sliding threshold reaches, fixed from the start);
+    - M_TOP_PAD = 64 MiB: a heap keeps 64 MiB of slack, so a worker thread's heap
+      is not deleted and made again on every call;
+    - M_TRIM_THRESHOLD = 256 MiB: up to 256 MiB of free memory at the top of a heap is
+      kept rather than returned to the system.
+
+    The cost is memory: freed memory up to those amounts stays with the process.
+    Measured in `experiments/benchmarks/allocator.py` (child processes with and without
+    it in turn; numbers in `experiments/results/benchmarks.md`). Results are bit-for-bit
+    the same (tests/test_xla_options.py).
+
+    (An earlier version also set M_ARENA_MAX=1, so that all threads shared one heap:
+    as fast for the LM, but threads then wait on that heap's lock, and steps made of
+    many small operations got slower, PyTorch's too: LSTM 11.5 -> 14.9 ms.)
+
+    Returns True when all settings were accepted; False (and changes nothing) off
     Linux/glibc.
     """
     if not sys.platform.startswith("linux"):
@@ -58,6 +70,6 @@ def tune_host_allocator() -> bool:
     if not hasattr(libc, "gnu_get_libc_version"):  # glibc only: musl has other knobs
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    ok = [mallopt(_M_ARENA_MAX, 1), mallopt(_M_MMAP_MAX, 0), mallopt(_M_TRIM_THRESHOLD, _INT_MAX)]
+    ok = [mallopt(param, value) for param, value in SETTINGS.values()]
     _STATE["tuned"] = all(r == 1 for r in ok)
     return _STATE["tuned"]

@@ -18,13 +18,20 @@ backends, when XLA_FLAGS already sets `xla_cpu_experimental_ynn_fusion_type`, wh
 compiling a one-op program with it).
 
 Users who compile `dl.train.make_train_step` themselves get the same programs as
-`fit` with `dl.xla.jit(step, donate_argnums=0)`, or with
-`jax.jit(step, compiler_options=dl.xla.compiler_options())`.
+`fit` with `dl.xla.jit(step, donate_argnums=0)`.
 
-`tune_host_allocator` (opt-in: `DL_MALLOC_TUNING=1`, read by `import dl`) keeps
-glibc's malloc from handing XLA:CPU a fresh mapping for every call's temporaries: a
-1.5x faster step for the benchmark LM and CNN, a slower one for steps made of many small
-operations. See its docstring.
+XLA:CPU allocates a call's temporaries afresh on every call, by default as one block
+(175 MB for the benchmark decoder LM's train step, 46 MB for its CNN's). glibc's malloc
+serves blocks that large with mmap and returns them with munmap, so each call pays a
+page fault for every page it touches (45,500 per LM step). `dl.xla.jit` therefore also
+asks XLA to split the temporaries into blocks of at most 16 MiB
+(`xla_multiheap_size_constraint_per_heap`), and `tune_host_allocator` (applied by
+`import dl` unless `DL_MALLOC_TUNING=0`) makes malloc keep such blocks' memory between
+calls. XLA logs a warning for every single buffer larger than the limit, so the limit
+is chosen per program from its largest intermediate value (the program is traced once
+at the first call or `lower`, a trace that `jax.jit` reuses): 16 MiB, or the largest
+value where that is larger, and no split at all where a value exceeds 30 MiB (glibc
+would map such a block afresh anyway). Measured in `experiments/benchmarks/allocator.py`.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ import os
 from collections.abc import Callable
 
 import jax
+import jax.extend
+import numpy as np
 
 from dl._host import host_allocator_tuned, tune_host_allocator  # noqa: F401  (this module's API)
 
@@ -67,8 +76,108 @@ def compiler_options(backend: str | None = None) -> dict[str, str]:
     return {YNN_OPTION: YNN_NO_CONVOLUTIONS}
 
 
-def jit(fun: Callable, **kwargs) -> Callable:
+HEAP_OPTION = "xla_multiheap_size_constraint_per_heap"
+_MiB = 1 << 20
+HEAP_LIMIT = 16 * _MiB  # the split that took the CNN step from 30 to 17 ms (allocator.py)
+HEAP_LARGEST = 30 * _MiB  # above this a value's block would be mmap-ed anyway: no split
+
+
+def _value_bytes(aval) -> int:
+    shape, dtype = getattr(aval, "shape", None), getattr(aval, "dtype", None)
+    if shape is None or dtype is None:
+        return 0
+    try:
+        itemsize = np.dtype(dtype).itemsize
+    except TypeError:  # extended dtypes (PRNG keys): small, and not plain buffers
+        return 0
+    return int(np.prod(shape, dtype=np.int64)) * itemsize
+
+
+def _jaxprs_in(value):
+    if isinstance(value, jax.extend.core.ClosedJaxpr):
+        yield value.jaxpr
+    elif isinstance(value, jax.extend.core.Jaxpr):
+        yield value
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _jaxprs_in(v)
+
+
+def largest_value_bytes(jaxpr) -> int:
+    """The size in bytes of the largest value `jaxpr` (a Jaxpr or ClosedJaxpr) computes,
+    in its own equations or in the jaxprs nested in them (scan bodies, branches, ...)."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    best = max((_value_bytes(v.aval) for v in (*jaxpr.invars, *jaxpr.outvars)), default=0)
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            best = max(best, _value_bytes(v.aval))
+        for param in eqn.params.values():
+            for sub in _jaxprs_in(param):
+                best = max(best, largest_value_bytes(sub))
+    return best
+
+
+def heap_limit(largest_bytes: int) -> int | None:
+    """The per-block limit on XLA's temporaries for a program whose largest value is
+    `largest_bytes`: HEAP_LIMIT, or the largest value rounded up to MiB where that is
+    larger (XLA warns about every buffer over the limit), None (no split) above
+    HEAP_LARGEST."""
+    if largest_bytes > HEAP_LARGEST:
+        return None
+    return max(HEAP_LIMIT, -(-largest_bytes // _MiB) * _MiB)
+
+
+class Jitted:
+    """`jax.jit(fun, **kwargs)` with `compiler_options()`, plus a split of XLA:CPU's
+    temporaries into blocks whose limit is chosen from the program's largest value at the
+    first call or `lower` (see the module docstring). Later calls use the same choice
+    (`jax.jit` still compiles once per input shape)."""
+
+    def __init__(self, fun: Callable, options: dict[str, str], kwargs: dict):
+        self._fun, self._options, self._kwargs = fun, options, kwargs
+        self._base = jax.jit(fun, compiler_options=options or None, **kwargs)
+        self._split = options.get(HEAP_OPTION) is None and _split_applies()
+        self._chosen = None if self._split else self._base
+        self.heap_limit: int | None = None
+        functools.update_wrapper(self, fun)
+
+    def _choose(self, args, kwargs):
+        if self._chosen is None:
+            largest = largest_value_bytes(self._base.trace(*args, **kwargs).jaxpr)
+            self.heap_limit = heap_limit(largest)
+            if self.heap_limit is None:
+                self._chosen = self._base
+            else:
+                opts = {**self._options, HEAP_OPTION: str(self.heap_limit)}
+                self._chosen = jax.jit(self._fun, compiler_options=opts, **self._kwargs)
+        return self._chosen
+
+    def __call__(self, *args, **kwargs):
+        chosen = self._chosen or self._choose(args, kwargs)
+        return chosen(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        return self._choose(args, kwargs).lower(*args, **kwargs)
+
+    def trace(self, *args, **kwargs):
+        return self._choose(args, kwargs).trace(*args, **kwargs)
+
+    def eval_shape(self, *args, **kwargs):
+        return self._base.eval_shape(*args, **kwargs)
+
+
+def _split_applies(backend: str | None = None) -> bool:
+    backend = backend or jax.default_backend()
+    if backend != "cpu" or os.environ.get("DL_XLA_DEFAULTS", "1") == "0":
+        return False
+    if HEAP_OPTION in os.environ.get("XLA_FLAGS", ""):
+        return False  # the user's own setting wins
+    return _supported(backend, HEAP_OPTION, str(HEAP_LIMIT))
+
+
+def jit(fun: Callable, **kwargs) -> Jitted:
     """`jax.jit(fun, **kwargs)` with `compiler_options()` added (options given in
-    `kwargs["compiler_options"]` take precedence)."""
+    `kwargs["compiler_options"]` take precedence) and, on CPU, XLA's temporaries split
+    into blocks (see `Jitted`)."""
     options = {**compiler_options(), **(kwargs.pop("compiler_options", None) or {})}
-    return jax.jit(fun, compiler_options=options or None, **kwargs)
+    return Jitted(fun, options, kwargs)

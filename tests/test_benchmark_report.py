@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
+CONFIGS = ("default", "no_malloc", "neither")  # allocator.py's configurations
 
 
 @pytest.fixture
@@ -101,20 +102,22 @@ def test_verdicts_follow_the_numbers_both_ways(report, monkeypatch):
         [
             {
                 "what": "lm",
-                "dl_ms_tuned": 70,
-                "dl_ms_plain": 105,
-                "dl_faults_per_step_tuned": 0,
-                "dl_faults_per_step_plain": 45000,
-                "dl_speedup": 1.5,
-                "torch_ms_tuned": 90,
-                "torch_ms_plain": 91,
-                "torch_speedup": 1.01,
+                **{f"dl_ms_{c}": v for c, v in zip(CONFIGS, (70, 90, 105), strict=True)},
+                **{
+                    f"dl_faults_per_step_{c}": v
+                    for c, v in zip(CONFIGS, (0, 20000, 45000), strict=True)
+                },
+                **{f"torch_ms_{c}": v for c, v in zip(CONFIGS, (90, 91, 92), strict=True)},
+                "dl_speedup_default": 1.5,
+                "dl_speedup_no_malloc": 1.17,
+                "vs_torch_default": 1.29,
             }
         ],
     )
     report.main()
     md = report.OUT.read_text()
-    assert "| lm | 70.00 / 105.00 | 0 / 45000 | 1.50x | 90.00 / 91.00 | 1.01x |" in md
+    row = "| lm | 70.00 / 90.00 / 105.00 | 0 / 20000 / 45000 | 1.50x, 1.17x | "
+    assert row + "90.00 / 91.00 / 92.00 | 1.29x |" in md
     assert "| fast | 9.00 | 8.00 | 7.00 | 5.00 | 6.00 | 1.80x | 1.20x PASS |" in md
     assert "| slow | 9.00 | 8.00 | 7.00 | 6.50 | 6.00 | 1.40x | 0.90x FAIL |" in md
     assert "| fast mlp | 1.00 | 2.00 | 2.00x | >= 1.5x | PASS |" in md

@@ -1,12 +1,21 @@
-"""What `dl`'s opt-in malloc tuning (`DL_MALLOC_TUNING=1`, `dl.xla.tune_host_allocator`)
-does to the train steps of `steps.py`, and to PyTorch's in the same process.
+"""What `dl`'s two memory measures for XLA:CPU do to the train steps of `steps.py`, and
+to PyTorch's in the same process (see `dl.xla`):
 
-The tuning is process-wide and must come before JAX starts its threads, so the peer
-cannot share the process: this script starts child processes with and without it
-(`DL_MALLOC_TUNING=1` / `0`), in turn (with, without, with, ...). Each child times every
-model's `dl` step and PyTorch step (interleaved, medians over repeats, as in
-`steps.py`) and counts the page faults per `dl` step. The ratios are of the medians
-over children.
+- the split of XLA's per-call temporaries into blocks of at most 16 MiB (`dl.xla.jit`),
+- the malloc settings that keep those blocks' memory between calls
+  (`dl.xla.tune_host_allocator`, applied by `import dl` unless `DL_MALLOC_TUNING=0`).
+
+The malloc settings are process-wide, so the configurations cannot share a process: this
+script starts child processes in turn, one per configuration, round after round:
+
+- `default`: both measures (what `dl` does);
+- `no_malloc`: the split only (`DL_MALLOC_TUNING=0`);
+- `neither`: `DL_MALLOC_TUNING=0` and XLA_FLAGS=--xla_multiheap_size_constraint_per_heap=-1
+  (XLA's default, one block; a user's own XLA_FLAGS setting wins over `dl.xla.jit`'s).
+
+Each child times every model's `dl` step and PyTorch step (interleaved, medians over
+repeats, as in `steps.py`) and counts the page faults per `dl` step. The numbers are
+medians over children; speed-ups are `neither`'s time over the configuration's.
 
     python experiments/benchmarks/allocator.py [--quick] [MODEL ...]
 """
@@ -28,7 +37,7 @@ def child(models: list[str], repeats: int, target_s: float) -> dict:
 
     import dl
 
-    out = {"tuned": dl.xla.host_allocator_tuned()}
+    out = {"tuned": dl.xla.host_allocator_tuned(), "split": dl.xla._split_applies()}
     rng = np.random.default_rng(0)
     for name in models:
         case = steps_bench.CASES[name]
@@ -49,6 +58,21 @@ def child(models: list[str], repeats: int, target_s: float) -> dict:
     return out
 
 
+_NO_SPLIT = "--xla_multiheap_size_constraint_per_heap=-1"
+# name -> (environment, what the child must report)
+CONFIGS = {
+    "default": ({"DL_MALLOC_TUNING": "1"}, {"tuned": True, "split": True}),
+    "no_malloc": ({"DL_MALLOC_TUNING": "0"}, {"tuned": False, "split": True}),
+    "neither": (
+        {
+            "DL_MALLOC_TUNING": "0",
+            "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + _NO_SPLIT).strip(),
+        },
+        {"tuned": False, "split": False},
+    ),
+}
+
+
 def main() -> None:
     from common import quick, save
     from steps import CASES
@@ -62,33 +86,40 @@ def main() -> None:
     unknown = sorted(set(models) - set(CASES))
     if unknown:
         raise SystemExit(f"Unknown model(s) {unknown}; choose from {sorted(CASES)}.")
-    pairs = 1 if quick() else 3
-    runs: dict[str, list[dict]] = {"1": [], "0": []}
-    for _ in range(pairs):
-        for tuning in ("1", "0"):
-            env = {**os.environ, "DL_MALLOC_TUNING": tuning}
+    rounds = 1 if quick() else 3
+    runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+    for _ in range(rounds):
+        for config, (env_extra, want) in CONFIGS.items():
+            env = {**os.environ, **env_extra}
             cmd = [sys.executable, __file__, "--child", ",".join(models)]
             cmd += ["--quick"] if quick() else []
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
             result = json.loads(line[len("RESULT ") :])
-            if result["tuned"] != (tuning == "1"):
-                raise SystemExit(f"DL_MALLOC_TUNING={tuning} but tuned={result['tuned']}")
-            runs[tuning].append(result)
-            print(f"DL_MALLOC_TUNING={tuning}", {m: result[m] for m in models}, flush=True)
+            got = {"tuned": result["tuned"], "split": result["split"]}
+            if got != want:
+                raise SystemExit(f"{config}: expected {want}, the child had {got}")
+            runs[config].append(result)
+            print(config, {m: result[m] for m in models}, flush=True)
 
-    def med(tuning, model, key):
-        return statistics.median(r[model][key] for r in runs[tuning])
+    def med(config, model, key):
+        return statistics.median(r[model][key] for r in runs[config])
 
     rows = []
     for m in models:
-        row = {"model": m, "what": CASES[m]["what"], "children_each": pairs}
-        for key in ("dl_ms", "torch_ms", "dl_faults_per_step"):
-            row[f"{key}_tuned"], row[f"{key}_plain"] = med("1", m, key), med("0", m, key)
-        row["dl_speedup"] = row["dl_ms_plain"] / row["dl_ms_tuned"]
-        row["torch_speedup"] = row["torch_ms_plain"] / row["torch_ms_tuned"]
+        row = {"model": m, "what": CASES[m]["what"], "children_each": rounds}
+        for config in CONFIGS:
+            for key in ("dl_ms", "torch_ms", "dl_faults_per_step"):
+                row[f"{key}_{config}"] = med(config, m, key)
+        for config in ("default", "no_malloc"):
+            row[f"dl_speedup_{config}"] = row["dl_ms_neither"] / row[f"dl_ms_{config}"]
+            row[f"torch_speedup_{config}"] = row["torch_ms_neither"] / row[f"torch_ms_{config}"]
+        row["vs_torch_default"] = row["torch_ms_default"] / row["dl_ms_default"]
         rows.append(row)
-    notes = "medians over child processes; each child's numbers are medians over repeats"
+    notes = (
+        "medians over child processes; each child's numbers are medians over repeats; "
+        "speed-ups are the 'neither' configuration's time over the configuration's"
+    )
     save("allocator" + ("_subset" if models != list(CASES) else ""), rows, notes=notes)
 
 
