@@ -5,13 +5,16 @@ For the benchmark CNN (conv32-pool-conv64-pool-128) and LeNet-5, batch 128, Adam
 
 - flax: `nn.Conv` and `nn.max_pool`, compiled with `jax.jit` (a plain Flax CNN);
 - + pooling: `dl.models.layers.pool` (reshape and reduce) instead of `nn.max_pool`;
-- + XLA options: compiled with `dl.xla.jit` (YNNPACK for dot products only);
+- + XLA options: compiled with `dl.xla.jit` (YNNPACK for dot products only, and the
+  temporaries split into blocks of at most 16 MiB);
 - dl: also `dl.models.layers.Conv`, whose single-channel first convolution is a sum
   of shifted inputs where it has at most 9 taps (the CNN's 3x3; LeNet-5's 5x5 stays
   with XLA): the zoo's models as `fit` compiles them;
 - PyTorch: the same model in eager PyTorch (`torch_models.py`).
 
-All five are timed in turn in one process; medians over repeats.
+All five are timed in turn in one process; medians over repeats. The process has
+`import dl`'s malloc settings (`dl.xla.tune_host_allocator`) for all five; with
+`DL_MALLOC_TUNING=0` it has glibc's defaults for all five.
 
     python experiments/benchmarks/cnn_cpu.py [--quick]
 """
