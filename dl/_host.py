@@ -54,8 +54,7 @@ def tune_host_allocator() -> bool:
     these settings the CNN step took 16.6 ms and the LM's 69.2 ms, with the split alone
     18.5 and 97.0 ms, with neither 31.5 and 112.6 ms; the MLP, LeNet-5 and LSTM steps
     moved by 3% or less, and PyTorch's steps in the same processes by 5% or less.
-    Results are bit-for-bit the same
-    (tests/test_xla_options.py).
+    Results are bit-for-bit the same (tests/test_xla_options.py).
 
     (An earlier version also set M_ARENA_MAX=1, so that all threads shared one heap:
     as fast for the LM, but threads then wait on that heap's lock, and steps made of

@@ -134,12 +134,12 @@ class Jitted:
     (`jax.jit` still compiles once per input shape)."""
 
     def __init__(self, fun: Callable, options: dict[str, str], kwargs: dict):
+        functools.update_wrapper(self, fun)  # first: fun's __dict__ must not replace ours
         self._fun, self._options, self._kwargs = fun, options, kwargs
         self._base = jax.jit(fun, compiler_options=options or None, **kwargs)
-        self._split = options.get(HEAP_OPTION) is None and _split_applies()
-        self._chosen = None if self._split else self._base
+        split = options.get(HEAP_OPTION) is None and _split_applies()
+        self._chosen = None if split else self._base
         self.heap_limit: int | None = None
-        functools.update_wrapper(self, fun)
 
     def _choose(self, args, kwargs):
         if self._chosen is None:
