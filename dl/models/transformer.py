@@ -5,6 +5,7 @@ x + MHA(LN(x)), then x + MLP(LN(x)), and a final LayerNorm.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dl.models.attention import attention
 from dl.models.recurrent import as_sequence
 
 POSITIONS = ("sinusoidal", "learned", "none")
@@ -49,11 +51,15 @@ class AddPositions(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN Transformer block: self-attention then MLP, each with a residual."""
+    """Pre-LN Transformer block: self-attention then MLP, each with a residual.
+
+    The attention is flax's `MultiHeadDotProductAttention` (its parameters) computed by
+    `dl.models.attention.attention`; `causal=True` masks later tokens."""
 
     num_heads: int
     mlp_dim: int
     dropout: float = 0.0
+    causal: bool = False
 
     @nn.compact
     def __call__(self, x, mask=None, train: bool = False):
@@ -63,6 +69,7 @@ class Block(nn.Module):
             num_heads=self.num_heads,
             dropout_rate=self.dropout,
             deterministic=not train,
+            attention_fn=functools.partial(attention, causal=self.causal),
             name="attn",
         )(y, mask=mask)
         x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
@@ -216,9 +223,10 @@ class DecoderLM(nn.Module):
         x = nn.Embed(self.num_classes, self.d_model, name="embed")(tokens)
         x = AddPositions(self.positions, self.max_len, name="pos")(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        mask = nn.make_causal_mask(tokens)
         for i in range(self.num_layers):
-            x = Block(self.num_heads, self.mlp_dim, self.dropout, name=f"block{i}")(x, mask, train)
+            x = Block(self.num_heads, self.mlp_dim, self.dropout, causal=True, name=f"block{i}")(
+                x, None, train
+            )
         x = nn.LayerNorm(name="ln_f")(x)
         return nn.Dense(self.num_classes, name="head")(x)
 

@@ -24,6 +24,7 @@ SCRIPTS = (
     "elm_vs_hpelm.py",
     "flops.py",
     "pooling.py",
+    "attention.py",
     "cnn_cpu.py",
     "allocator.py",
 )
@@ -127,14 +128,23 @@ def flops_table(rec) -> list[str]:
     return lines
 
 
-def pooling_table(rec) -> list[str]:
-    title = "Max pooling: reshape-and-reduce (dl) against flax's reduce_window"
+def _versus_flax_table(title: str, rec) -> list[str]:
     lines = _section(title, rec, ["case", "dl ms", "flax ms", "speed-up"])
     for r in rec["rows"]:
         lines.append(
             f"| {r['case']} | {r['dl_ms']:.2f} | {r['flax_ms']:.2f} | {r['speedup']:.2f}x |"
         )
     return lines
+
+
+def pooling_table(rec) -> list[str]:
+    title = "Max pooling: reshape-and-reduce (dl) against flax's reduce_window"
+    return _versus_flax_table(title, rec)
+
+
+def attention_table(rec) -> list[str]:
+    title = "Attention: dl.models.attention against flax's dot_product_attention"
+    return _versus_flax_table(title, rec)
 
 
 def cnn_cpu_table(rec) -> list[str]:
@@ -235,6 +245,7 @@ def main() -> None:
         ("elm_vs_hpelm", elm_table),
         ("mlp_flops", flops_table),
         ("pooling", pooling_table),
+        ("attention", attention_table),
         ("cnn_cpu", cnn_cpu_table),
         ("allocator", allocator_table),
     ):
