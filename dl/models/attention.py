@@ -18,10 +18,12 @@ With `causal=True` the queries are cut into blocks and block i multiplies only t
 up to its last query, skipping most of the masked upper triangle (4 blocks: 37.5% of the
 products and softmax work).
 
-It is used on CPU only, and only where it computes exactly what flax's does: without
-attention dropout, `precision` or extra batch dimensions; anywhere else `attention`
-calls `nn.dot_product_attention` with the same arguments. Results equal flax's to
-float32 rounding (tests/test_attention.py).
+It is used on CPU only (unless `DL_XLA_DEFAULTS=0`), and only where it computes exactly
+what flax's does: without attention dropout, `precision` or extra batch dimensions;
+anywhere else `attention` calls `nn.dot_product_attention` with the same arguments.
+Results equal flax's to float32 rounding (tests/models/test_attention.py). Like every
+custom VJP it has no forward-mode derivative (jax.jvp, jax.hessian): set
+`DL_XLA_DEFAULTS=0` for those.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from dl.models.layers import cpu_fast_paths
 
 CAUSAL_BLOCK = 32  # smallest query block; up to MAX_BLOCKS blocks
 MAX_BLOCKS = 4
@@ -119,7 +123,7 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def _fast_path_applies(query, key, value, mask, dropout_active: bool, precision) -> bool:
-    if jax.default_backend() != "cpu" or dropout_active or precision is not None:
+    if not cpu_fast_paths() or dropout_active or precision is not None:
         return False
     if query.ndim != 4 or key.ndim != 4 or value.ndim != 4:
         return False  # flax also allows extra batch dimensions; leave those to it

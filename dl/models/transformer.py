@@ -14,9 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from dl.models.attention import attention
+from dl.models.layers import dense_dot_general
 from dl.models.recurrent import as_sequence
 
 POSITIONS = ("sinusoidal", "learned", "none")
+
+# flax's Dense (its parameters) with a kernel gradient that XLA:CPU computes faster
+Dense = functools.partial(nn.Dense, dot_general=dense_dot_general)
 
 
 def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
@@ -54,7 +58,8 @@ class Block(nn.Module):
     """Pre-LN Transformer block: self-attention then MLP, each with a residual.
 
     The attention is flax's `MultiHeadDotProductAttention` (its parameters) computed by
-    `dl.models.attention.attention`; `causal=True` masks later tokens."""
+    `dl.models.attention.attention`, its projections and the MLP's by
+    `dl.models.layers.dense_dot_general`; `causal=True` masks later tokens."""
 
     num_heads: int
     mlp_dim: int
@@ -70,12 +75,14 @@ class Block(nn.Module):
             dropout_rate=self.dropout,
             deterministic=not train,
             attention_fn=functools.partial(attention, causal=self.causal),
+            qkv_dot_general=dense_dot_general,
+            out_dot_general=dense_dot_general,
             name="attn",
         )(y, mask=mask)
         x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
         y = nn.LayerNorm(name="ln2")(x)
-        y = nn.Dense(self.mlp_dim, name="mlp1")(y)
-        y = nn.Dense(d, name="mlp2")(nn.gelu(y))
+        y = Dense(self.mlp_dim, name="mlp1")(y)
+        y = Dense(d, name="mlp2")(nn.gelu(y))
         return x + nn.Dropout(self.dropout, deterministic=not train)(y)
 
 
@@ -128,7 +135,7 @@ class TransformerClassifier(nn.Module):
         x = as_sequence(x, type(self).__name__)
         b, t = x.shape[:2]
         valid = jnp.ones((b, t), bool) if mask is None else mask.astype(bool)
-        x = nn.Dense(self.d_model, name="embed")(x)
+        x = Dense(self.d_model, name="embed")(x)
         x = AddPositions(self.positions, self.max_len, name="pos")(x)
         if self.pool == "cls":
             x = _prepend_cls(self, x)
@@ -144,7 +151,7 @@ class TransformerClassifier(nn.Module):
         else:
             w = valid.astype(x.dtype)[..., None]
             x = (x * w).sum(axis=1) / jnp.maximum(w.sum(axis=1), 1.0)
-        return nn.Dense(self.num_classes, name="head")(x)
+        return Dense(self.num_classes, name="head")(x)
 
 
 class ViT(nn.Module):
@@ -189,7 +196,7 @@ class ViT(nn.Module):
             x = Block(self.num_heads, self.mlp_dim, self.dropout, name=f"block{i}")(x, None, train)
         x = nn.LayerNorm(name="ln_f")(x)
         x = x[:, 0] if self.pool == "cls" else x.mean(axis=1)
-        return nn.Dense(self.num_classes, name="head")(x)
+        return Dense(self.num_classes, name="head")(x)
 
 
 class DecoderLM(nn.Module):
@@ -228,7 +235,7 @@ class DecoderLM(nn.Module):
                 x, None, train
             )
         x = nn.LayerNorm(name="ln_f")(x)
-        return nn.Dense(self.num_classes, name="head")(x)
+        return Dense(self.num_classes, name="head")(x)
 
 
 def generate(

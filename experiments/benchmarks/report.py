@@ -25,6 +25,7 @@ SCRIPTS = (
     "flops.py",
     "pooling.py",
     "attention.py",
+    "dense.py",
     "cnn_cpu.py",
     "allocator.py",
 )
@@ -142,6 +143,11 @@ def pooling_table(rec) -> list[str]:
     return _versus_flax_table(title, rec)
 
 
+def dense_table(rec) -> list[str]:
+    title = "Dense layers: dl.models.layers.dense_dot_general against lax.dot_general"
+    return _versus_flax_table(title, rec)
+
+
 def attention_table(rec) -> list[str]:
     title = "Attention: dl.models.attention against flax's dot_product_attention"
     return _versus_flax_table(title, rec)
@@ -246,6 +252,7 @@ def main() -> None:
         ("mlp_flops", flops_table),
         ("pooling", pooling_table),
         ("attention", attention_table),
+        ("dense", dense_table),
         ("cnn_cpu", cnn_cpu_table),
         ("allocator", allocator_table),
     ):
