@@ -250,6 +250,10 @@ def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
     )
 
 
+# flax's Dense (its parameters, its auto-names) with `dense_dot_general`
+Dense = functools.partial(nn.Dense, dot_general=dense_dot_general)
+
+
 def cpu_fast_paths() -> bool:
     """Whether dl's CPU-specific formulations apply: on the CPU backend, unless the
     environment sets `DL_XLA_DEFAULTS=0`."""

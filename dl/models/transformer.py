@@ -14,13 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from dl.models.attention import attention
-from dl.models.layers import dense_dot_general
+from dl.models.layers import Dense, dense_dot_general
 from dl.models.recurrent import as_sequence
 
 POSITIONS = ("sinusoidal", "learned", "none")
-
-# flax's Dense (its parameters) with a kernel gradient that XLA:CPU computes faster
-Dense = functools.partial(nn.Dense, dot_general=dense_dot_general)
 
 
 def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
