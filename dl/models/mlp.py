@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 
-from dl.models.layers import Dense, activation, batch_norm
+from dl.models.layers import activation, batch_norm
 
 
 class MLP(nn.Module):
@@ -35,7 +35,7 @@ class MLP(nn.Module):
         x = x.reshape((x.shape[0], -1))
         for i, width in enumerate(self.widths):
             shortcut = x
-            x = Dense(width, name=f"dense{i}")(x)
+            x = nn.Dense(width, name=f"dense{i}")(x)
             if self.batch_norm:
                 x = batch_norm(train)(x)
             x = act(x)
@@ -44,4 +44,4 @@ class MLP(nn.Module):
             self.sow("intermediates", f"layer{i}", x)  # for dl.analysis.activations
             if self.dropout > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return Dense(self.num_classes, name="head")(x)
+        return nn.Dense(self.num_classes, name="head")(x)
