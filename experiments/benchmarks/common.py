@@ -113,3 +113,84 @@ def step_timer(step: Callable, state, batch, steps: int = 3) -> Callable[[], flo
         return (time.perf_counter() - t0) / steps
 
     return run
+
+
+def state_runner(step: Callable, state, batch) -> Callable[[int], None]:
+    """run(n): n calls of a compiled train step `(state, batch) -> (state, _)`, carrying
+    the state along, then a wait for the device (for `per_step`)."""
+    import jax
+
+    holder = {"s": state}
+
+    def run(n: int) -> None:
+        s = holder["s"]
+        for _ in range(n):
+            s, _ = step(s, batch)
+        holder["s"] = jax.block_until_ready(s)
+
+    return run
+
+
+def call_runner(fn: Callable, *args) -> Callable[[int], None]:
+    """run(n): n calls of `dl.xla.jit(fn)(*args)` (compiled here), then a wait."""
+    import jax
+
+    from dl import xla
+
+    compiled = xla.jit(fn)
+    jax.block_until_ready(compiled(*args))
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            out = compiled(*args)
+        jax.block_until_ready(out)
+
+    return run
+
+
+def lm_step_runner(switch_off: tuple[object, str] | None = None) -> Callable[[int], None]:
+    """run(n) of steps.py's decoder LM train step (d128, 2 layers, T=128, batch 32),
+    traced with `getattr(*switch_off)` replaced by a function returning False (a fast
+    path of `dl` turned off) when given."""
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from dl import models, train, xla
+
+    module, name = switch_off if switch_off else (None, None)
+    original = getattr(module, name) if module else None
+    if module:
+        setattr(module, name, lambda *a: False)
+    try:
+        model = models.get_model(
+            "lm", 65, d_model=128, num_layers=2, num_heads=4, mlp_dim=512, max_len=128
+        )
+        tx = optax.adam(1e-3)
+        state = train.create_state(model, tx, (128,), seed=0, input_dtype="int32")
+        step = xla.jit(train.make_train_step(model, tx), donate_argnums=0)
+        rng = np.random.default_rng(0)
+        batch = {k: jnp.asarray(rng.integers(0, 65, (32, 128)).astype(np.int32)) for k in "xy"}
+        state = step(state, batch)[0]  # traced now, with or without the fast path
+    finally:
+        if module:
+            setattr(module, name, original)
+    return state_runner(step, state, batch)
+
+
+def versus_rows(cases: dict[str, tuple], repeats: int, calls: int = 5) -> list[dict]:
+    """For each case's (dl run, flax run) pair of `run(n)` callables: the medians of
+    `repeats` interleaved timings of `calls` calls, and flax's over dl's."""
+    rows = []
+    for case, (ours, theirs) in cases.items():
+        res = interleaved({"dl": per_step(ours, calls), "flax": per_step(theirs, calls)}, repeats)
+        rows.append(
+            {
+                "case": case,
+                "dl_ms": 1e3 * res["dl"]["median_s"],
+                "flax_ms": 1e3 * res["flax"]["median_s"],
+                "speedup": res["flax"]["median_s"] / res["dl"]["median_s"],
+            }
+        )
+        print(case, f"{rows[-1]['speedup']:.2f}x", flush=True)
+    return rows

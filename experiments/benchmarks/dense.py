@@ -12,55 +12,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from common import interleaved, per_step, quick, save
+from common import call_runner, lm_step_runner, quick, save, versus_rows
 
-from dl import models, train, xla
 from dl.models import layers
-
-
-def _runner(fn, *args):
-    compiled = xla.jit(fn)
-    jax.block_until_ready(compiled(*args))
-
-    def run(n):
-        for _ in range(n):
-            out = compiled(*args)
-        jax.block_until_ready(out)
-
-    return run
 
 
 def _dense_runner(dot_general, x, g):
     layer = nn.Dense(g.shape[-1], dot_general=dot_general)
     params = layer.init(jax.random.key(0), x)
-    return _runner(jax.grad(lambda p, x: (layer.apply(p, x) * g).sum(), (0, 1)), params, x)
-
-
-def _lm_runner(fast: bool):
-    original = layers._fast_dense_applies
-    if not fast:
-        layers._fast_dense_applies = lambda *a: False
-    try:
-        model = models.get_model(
-            "lm", 65, d_model=128, num_layers=2, num_heads=4, mlp_dim=512, max_len=128
-        )
-        tx = optax.adam(1e-3)
-        state = train.create_state(model, tx, (128,), seed=0, input_dtype="int32")
-        step = xla.jit(train.make_train_step(model, tx), donate_argnums=0)
-        rng = np.random.default_rng(0)
-        batch = {k: jnp.asarray(rng.integers(0, 65, (32, 128)).astype(np.int32)) for k in "xy"}
-        holder = {"state": step(state, batch)[0]}  # traced now, with this product
-    finally:
-        layers._fast_dense_applies = original
-
-    def run(n):
-        s = holder["state"]
-        for _ in range(n):
-            s, _ = step(s, batch)
-        holder["state"] = jax.block_until_ready(s)
-
-    return run
+    return call_runner(jax.grad(lambda p, x: (layer.apply(p, x) * g).sum(), (0, 1)), params, x)
 
 
 def main() -> None:
@@ -75,21 +35,10 @@ def main() -> None:
             _dense_runner(jax.lax.dot_general, x, g),
         )
     cases["decoder LM d128 x 2 layers, 4 heads, T=128, vocab 65, batch 32: train step"] = (
-        _lm_runner(fast=True),
-        _lm_runner(fast=False),
+        lm_step_runner(),
+        lm_step_runner(switch_off=(layers, "_fast_dense_applies")),
     )
-    rows = []
-    for case, (ours, flax_) in cases.items():
-        res = interleaved({"dl": per_step(ours, 5), "flax": per_step(flax_, 5)}, repeats)
-        rows.append(
-            {
-                "case": case,
-                "dl_ms": 1e3 * res["dl"]["median_s"],
-                "flax_ms": 1e3 * res["flax"]["median_s"],
-                "speedup": res["flax"]["median_s"] / res["dl"]["median_s"],
-            }
-        )
-        print(case, f"{rows[-1]['speedup']:.2f}x", flush=True)
+    rows = versus_rows(cases, repeats)
     save("dense", rows, notes=f"medians of {repeats} repeats of 5 calls")
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
 import torch_models as tm
-from common import interleaved, per_step, quick, save, steps_for
+from common import interleaved, per_step, quick, save, state_runner, steps_for
 
 from dl import models, train, xla
 
@@ -91,16 +90,7 @@ def dl_runner(case, x, y):
         model, tx, case["shape"], seed=0, input_dtype="int32" if case.get("tokens") else "float32"
     )
     step = xla.jit(train.make_train_step(model, tx), donate_argnums=0)
-    batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-    holder = {"state": state}
-
-    def run(n):
-        s = holder["state"]
-        for _ in range(n):
-            s, _ = step(s, batch)
-        holder["state"] = jax.block_until_ready(s)
-
-    return run
+    return state_runner(step, state, {"x": jnp.asarray(x), "y": jnp.asarray(y)})
 
 
 def torch_runner(case, x, y):
