@@ -62,12 +62,21 @@ def _supported(backend: str, option: str, value: str) -> bool:
     return True
 
 
+def cpu_defaults_apply(backend: str | None = None) -> bool:
+    """Whether dl's CPU-specific choices apply on `backend` (default: JAX's default
+    backend): the compiler options and the split here, and the CPU formulations of
+    `dl.models.attention` and `dl.models.layers.dense_dot_general`. True on the CPU
+    backend, unless the environment sets `DL_XLA_DEFAULTS=0`."""
+    backend = backend or jax.default_backend()
+    return backend == "cpu" and os.environ.get("DL_XLA_DEFAULTS", "1") != "0"
+
+
 def compiler_options(backend: str | None = None) -> dict[str, str]:
     """The XLA options `dl` compiles with on `backend` (default: JAX's default backend).
 
     {} unless on CPU (see the module docstring for when it is left out)."""
     backend = backend or jax.default_backend()
-    if backend != "cpu" or os.environ.get("DL_XLA_DEFAULTS", "1") == "0":
+    if not cpu_defaults_apply(backend):
         return {}
     if YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
         return {}  # the user's own setting wins
@@ -168,7 +177,7 @@ class Jitted:
 
 def _split_applies(backend: str | None = None) -> bool:
     backend = backend or jax.default_backend()
-    if backend != "cpu" or os.environ.get("DL_XLA_DEFAULTS", "1") == "0":
+    if not cpu_defaults_apply(backend):
         return False
     if HEAP_OPTION in os.environ.get("XLA_FLAGS", ""):
         return False  # the user's own setting wins

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl.models.layers import cpu_fast_paths
+from dl.xla import cpu_defaults_apply
 
 CAUSAL_BLOCK = 32  # smallest query block; up to MAX_BLOCKS blocks
 MAX_BLOCKS = 4
@@ -46,6 +46,14 @@ def causal_blocks(t: int) -> list[tuple[int, int]]:
     n = max(1, min(MAX_BLOCKS, t // CAUSAL_BLOCK))
     edges = np.linspace(0, t, n + 1).astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _query_blocks(t: int, tk: int, causal: bool) -> list[tuple[int, int, int]]:
+    """(first query, end query, keys) per block: causal blocks see only the keys up to
+    their last query (later ones are masked); otherwise one block sees all `tk` keys."""
+    if not causal:
+        return [(0, t, tk)]
+    return [(lo, hi, hi) for lo, hi in causal_blocks(t)]
 
 
 def _allowed(mask, causal: bool, lo: int, hi: int, tk: int):
@@ -61,11 +69,8 @@ def _allowed(mask, causal: bool, lo: int, hi: int, tk: int):
 
 def _forward(q, k, v, mask, causal):
     """Per query block: the output and the residuals (e, 1 / sum e) for the VJP."""
-    t, tk = q.shape[1], k.shape[1]
-    blocks = causal_blocks(t) if causal else [(0, t)]
     outs, saved = [], []
-    for lo, hi in blocks:
-        keys = hi if causal else tk  # causal: keys after the block's last query are masked
+    for lo, hi, keys in _query_blocks(q.shape[1], k.shape[1], causal):
         s = jnp.einsum("bqhd,bkhd->bhqk", q[:, lo:hi], k[:, :keys]).astype(jnp.float32)
         allowed = _allowed(mask, causal, lo, hi, keys)
         if allowed is not None:
@@ -94,11 +99,10 @@ def _attention_fwd(q, k, v, mask, causal):
 
 def _attention_bwd(causal, residuals, do):
     q, k, v, mask, o, saved = residuals
-    t, tk = q.shape[1], k.shape[1]
-    blocks = causal_blocks(t) if causal else [(0, t)]
+    tk = k.shape[1]
+    blocks = _query_blocks(q.shape[1], tk, causal)
     dq, dk, dv = [], jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
-    for (lo, hi), (e, inv) in zip(blocks, saved, strict=True):
-        keys = hi if causal else tk
+    for (lo, hi, keys), (e, inv) in zip(blocks, saved, strict=True):
         dob = do[:, lo:hi].astype(jnp.float32) * jnp.swapaxes(inv, 1, 2)[..., None]
         big_d = (dob * o[:, lo:hi].astype(jnp.float32)).sum(-1)  # (B, tq, H)
         dob = dob.astype(q.dtype)
@@ -123,7 +127,7 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def _fast_path_applies(query, key, value, mask, dropout_active: bool, precision) -> bool:
-    if not cpu_fast_paths() or dropout_active or precision is not None:
+    if not cpu_defaults_apply() or dropout_active or precision is not None:
         return False
     if query.ndim != 4 or key.ndim != 4 or value.ndim != 4:
         return False  # flax also allows extra batch dimensions; leave those to it

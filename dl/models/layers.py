@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import os
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -14,6 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from dl._errors import unknown_name
+from dl.xla import cpu_defaults_apply
 
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu,
@@ -241,9 +241,9 @@ def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
     (`experiments/benchmarks/dense.py`). Anything other than a float product of trailing
     input dimensions with leading kernel dimensions, on at least `DENSE_MIN_ROWS` input
     rows, without batch dimensions or precision settings, goes to `lax.dot_general`
-    unchanged, as does everything on
-    other backends. Like every custom VJP, it has no forward-mode derivative (jax.jvp,
-    jax.hessian): set `DL_XLA_DEFAULTS=0` for those.
+    unchanged, as does everything where `dl.xla.cpu_defaults_apply()` is False. Like
+    every custom VJP, it has no forward-mode derivative (jax.jvp, jax.hessian): set
+    `DL_XLA_DEFAULTS=0` for those.
     """
     if _fast_dense_applies(lhs, rhs, dimension_numbers, precision, preferred_element_type):
         return _dense_product(lhs, rhs, len(dimension_numbers[0][0]))
@@ -260,14 +260,8 @@ def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
 Dense = functools.partial(nn.Dense, dot_general=dense_dot_general)
 
 
-def cpu_fast_paths() -> bool:
-    """Whether dl's CPU-specific formulations apply: on the CPU backend, unless the
-    environment sets `DL_XLA_DEFAULTS=0`."""
-    return jax.default_backend() == "cpu" and os.environ.get("DL_XLA_DEFAULTS", "1") != "0"
-
-
 def _fast_dense_applies(lhs, rhs, dimension_numbers, precision, preferred) -> bool:
-    if precision is not None or preferred is not None or not cpu_fast_paths():
+    if precision is not None or preferred is not None or not cpu_defaults_apply():
         return False
     (lc, rc), (lb, rb) = dimension_numbers
     n = len(lc)
