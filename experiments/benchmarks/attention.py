@@ -11,7 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import call_runner, lm_step_runner, quick, save, versus_rows
+from common import call_runner, quick, save, versus_rows
+from steps import switched_runner
 
 from dl.models import attention as A
 
@@ -45,8 +46,8 @@ def main() -> None:
             _grad_runner(nn.dot_product_attention, q, k, v, g),
         ),
         "decoder LM d128 x 2 layers, 4 heads, T=128, vocab 65, batch 32: train step": (
-            lm_step_runner(),
-            lm_step_runner(switch_off=(A, "_fast_path_applies")),
+            switched_runner("transformer"),
+            switched_runner("transformer", switch_off=(A, "_fast_path_applies")),
         ),
     }
     rows = versus_rows(cases, repeats)

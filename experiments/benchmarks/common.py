@@ -100,19 +100,7 @@ def save(name: str, rows: list[dict], *, notes: str = "", command: str | None = 
 def step_timer(step: Callable, state, batch, steps: int = 3) -> Callable[[], float]:
     """A timer of `steps` calls of a compiled train step `(state, batch) -> (state, _)`,
     carrying the state along and waiting for the device; in seconds per step."""
-    import jax
-
-    holder = {"s": state}
-
-    def run() -> float:
-        s = holder["s"]
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            s, _ = step(s, batch)
-        holder["s"] = jax.block_until_ready(s)
-        return (time.perf_counter() - t0) / steps
-
-    return run
+    return per_step(state_runner(step, state, batch), steps)
 
 
 def state_runner(step: Callable, state, batch) -> Callable[[int], None]:
@@ -146,36 +134,6 @@ def call_runner(fn: Callable, *args) -> Callable[[int], None]:
         jax.block_until_ready(out)
 
     return run
-
-
-def lm_step_runner(switch_off: tuple[object, str] | None = None) -> Callable[[int], None]:
-    """run(n) of steps.py's decoder LM train step (d128, 2 layers, T=128, batch 32),
-    traced with `getattr(*switch_off)` replaced by a function returning False (a fast
-    path of `dl` turned off) when given."""
-    import jax.numpy as jnp
-    import numpy as np
-    import optax
-
-    from dl import models, train, xla
-
-    module, name = switch_off if switch_off else (None, None)
-    original = getattr(module, name) if module else None
-    if module:
-        setattr(module, name, lambda *a: False)
-    try:
-        model = models.get_model(
-            "lm", 65, d_model=128, num_layers=2, num_heads=4, mlp_dim=512, max_len=128
-        )
-        tx = optax.adam(1e-3)
-        state = train.create_state(model, tx, (128,), seed=0, input_dtype="int32")
-        step = xla.jit(train.make_train_step(model, tx), donate_argnums=0)
-        rng = np.random.default_rng(0)
-        batch = {k: jnp.asarray(rng.integers(0, 65, (32, 128)).astype(np.int32)) for k in "xy"}
-        state = step(state, batch)[0]  # traced now, with or without the fast path
-    finally:
-        if module:
-            setattr(module, name, original)
-    return state_runner(step, state, batch)
 
 
 def versus_rows(cases: dict[str, tuple], repeats: int, calls: int = 5) -> list[dict]:

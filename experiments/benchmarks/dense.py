@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import call_runner, lm_step_runner, quick, save, versus_rows
+from common import call_runner, quick, save, versus_rows
+from steps import switched_runner
 
 from dl.models import layers
 
@@ -35,8 +36,8 @@ def main() -> None:
             _dense_runner(jax.lax.dot_general, x, g),
         )
     cases["decoder LM d128 x 2 layers, 4 heads, T=128, vocab 65, batch 32: train step"] = (
-        lm_step_runner(),
-        lm_step_runner(switch_off=(layers, "_fast_dense_applies")),
+        switched_runner("transformer"),
+        switched_runner("transformer", switch_off=(layers, "_fast_dense_applies")),
     )
     rows = versus_rows(cases, repeats)
     save("dense", rows, notes=f"medians of {repeats} repeats of 5 calls")

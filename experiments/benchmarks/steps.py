@@ -93,6 +93,24 @@ def dl_runner(case, x, y):
     return state_runner(step, state, {"x": jnp.asarray(x), "y": jnp.asarray(y)})
 
 
+def switched_runner(name: str, switch_off: tuple[object, str] | None = None):
+    """`dl_runner` for CASES[name] on `_data`'s batch, traced (by one step) with
+    `getattr(*switch_off)` replaced by a function returning False, when given: a fast
+    path of `dl` turned off, for the benchmarks that measure one."""
+    case = CASES[name]
+    module, attr = switch_off or (None, None)
+    original = getattr(module, attr) if module else None
+    if module:
+        setattr(module, attr, lambda *a: False)
+    try:
+        run = dl_runner(case, *_data(case, np.random.default_rng(0)))
+        run(1)  # traced now, with or without the fast path
+    finally:
+        if module:
+            setattr(module, attr, original)
+    return run
+
+
 def torch_runner(case, x, y):
     model = case["torch"]()
     step = tm.train_step_fn(model)
