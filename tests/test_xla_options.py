@@ -87,6 +87,7 @@ def _conv_cases():
         (f(3, 12, 10, 1), f(2, 3, 1, 4), ((1, 0), (2, 1))),
         (f(4, 20, 1), f(5, 1, 7), "SAME"),  # 1-D signal
         (f(2, 5, 6, 7, 1), f(2, 2, 2, 1, 3), "SAME"),  # 3-D
+        (f(3, 28, 28, 1), f(5, 5, 1, 6), "SAME"),  # LeNet-5's first layer
     ]
 
 
@@ -104,7 +105,7 @@ def _ours(x, w, padding):
 
 
 @pytest.mark.skipif(not CPU, reason="the shifted sum is used on the CPU backend only")
-@pytest.mark.parametrize("case", range(5))
+@pytest.mark.parametrize("case", range(6))
 def test_single_channel_conv_equals_lax_values_and_gradients(case):
     x, w, padding = _conv_cases()[case]
     assert "custom_vjp" in str(jax.make_jaxpr(_ours, static_argnums=2)(x, w, padding))
@@ -125,7 +126,8 @@ def test_other_convolutions_go_to_lax_unchanged():
     dn = lambda x, w: lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))  # noqa: E731
     cases = [
         (x3, w(3, 3), (1, 1), {}),  # three input channels
-        (x1, w(5, 1), (1, 1), {}),  # 25 taps > MAX_SHIFTED_TAPS
+        (x1, jnp.tile(w(9, 1), 2), (1, 1), {}),  # 81 taps x 8 channels > MAX_SHIFTED_WORK
+        (x1, jnp.tile(w(5, 1), 8), (1, 1), {}),  # 25 taps x 32 channels > MAX_SHIFTED_WORK
         (x1, w(3, 1), (2, 2), {}),  # strided
         (x1, w(3, 1), (1, 1), {"rhs_dilation": (2, 2)}),
         (x1.astype(jnp.bfloat16), w(3, 1).astype(jnp.bfloat16), (1, 1), {}),
@@ -141,13 +143,19 @@ def test_other_convolutions_go_to_lax_unchanged():
         np.testing.assert_array_equal(np.asarray(ours(x, k), "f4"), np.asarray(ref, "f4"))
 
 
-def test_cnn_with_the_shifted_first_conv_has_the_plain_gradients(monkeypatch):
+@pytest.mark.parametrize(
+    "name, kwargs, first",
+    [("cnn", dict(channels=(6, 8), dense=(16,)), "conv0_0"), ("lenet5", {}, "conv0")],
+)
+def test_models_with_the_shifted_first_conv_have_the_plain_gradients(
+    monkeypatch, name, kwargs, first
+):
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=(8, 16, 16, 1)).astype(np.float32))
     y = jnp.asarray(rng.integers(0, 10, 8).astype(np.int32))
-    model = models.get_model("cnn", 10, channels=(6, 8), dense=(16,))
+    model = models.get_model(name, 10, **kwargs)
     params = model.init(jax.random.key(0), x)["params"]
-    assert params["conv0_0"]["kernel"].shape == (3, 3, 1, 6)  # nn.Conv's names and shapes
+    assert params[first]["kernel"].shape[2:] == (1, 6)  # nn.Conv's names and shapes
 
     def grads():
         def loss(p):
@@ -157,10 +165,14 @@ def test_cnn_with_the_shifted_first_conv_has_the_plain_gradients(monkeypatch):
         return jax.grad(loss)(params), jax.make_jaxpr(loss)(params)
 
     fast, fast_jaxpr = grads()
-    monkeypatch.setattr(layers, "MAX_SHIFTED_TAPS", 0)  # every conv through lax
+    monkeypatch.setattr(layers, "MAX_SHIFTED_WORK", 0)  # every conv through lax
     plain, plain_jaxpr = grads()
+    monkeypatch.setattr(layers, "MAX_SHIFTED_WORK", 640)
+    monkeypatch.setenv("DL_XLA_DEFAULTS", "0")  # the switch sends it to lax too
+    _, off_jaxpr = grads()
     assert ("custom_vjp" in str(fast_jaxpr)) == CPU
     assert "custom_vjp" not in str(plain_jaxpr)
+    assert "custom_vjp" not in str(off_jaxpr)
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 

@@ -101,13 +101,13 @@ def batch_norm(train: bool, **kwargs) -> nn.BatchNorm:
 
 # ---- convolution with one input channel
 
-# Taps (kernel positions) up to which the single-channel convolution is computed as a
-# sum of shifted inputs. Measured on the 2-core CPU (dl.xla's options on): a CNN whose
-# first conv is 3x3 from one channel to 32 trained 1.18x faster per step (35.8 -> 30.3
-# ms, experiments/benchmarks/cnn_cpu.py),
-# but with 5x5 kernels (25 taps) 1.4-1.9x slower, because XLA fuses the sum into each of
-# its consumers (ReLU, pooling and their gradients) and recomputes it there.
-MAX_SHIFTED_TAPS = 9
+# Work (taps x output channels, the multiply-adds per output pixel) up to which the
+# single-channel convolution is computed as a sum of shifted inputs. Measured on the
+# 2-core CPU, whole train steps at batch 128 (dl.xla's options on, interleaved): the
+# shifted sum won at 150 (LeNet-5's 5x5 -> 6: 8.4 -> 6.4 ms), 288 (3x3 -> 32: 18.7 ->
+# 17.1 ms), 400 (5x5 -> 16: 14.6 -> 13.5 ms) and 576 (3x3 -> 64: 34.3 -> 32.3 ms), tied
+# at 800 (5x5 -> 32) and lost at 1568 (7x7 -> 32: 23.9 -> 30.9 ms).
+MAX_SHIFTED_WORK = 640
 
 
 def conv_general_dilated(
@@ -126,14 +126,16 @@ def conv_general_dilated(
     """`lax.conv_general_dilated`, except for a first layer's convolution on the CPU.
 
     XLA:CPU computes a convolution from a single input channel (a grey image, a 1-D
-    signal) poorly: LeNet-5's 1->6 5x5 forward took 2.5 ms at batch 128 where the same
-    sum written as 25 shifted multiply-adds took 0.6 ms, and 1->32 3x3 1.8 vs 0.4 ms
-    (`experiments/benchmarks/`). So a channels-last float32 convolution with one input
-    channel, stride 1, no dilation or groups and at most `MAX_SHIFTED_TAPS` taps is
-    computed here as that sum on the CPU backend; its gradients are lax's own
-    (`_shifted_conv`'s custom VJP), so they are the same programs as before. Anything
-    else is passed to `lax.conv_general_dilated` unchanged. Tests check both paths
-    against lax, values and gradients.
+    signal) poorly: LeNet-5's 1->6 5x5 forward took 2.5-3.3 ms at batch 128 where the
+    same sum written as 25 shifted multiply-adds took 0.4-0.6 ms, and 1->32 3x3 1.8 vs
+    0.4 ms (`experiments/benchmarks/`). So a channels-last float32 convolution with one
+    input channel, stride 1, no dilation or groups and at most `MAX_SHIFTED_WORK` taps x
+    output channels is computed here as that sum where `dl.xla.cpu_defaults_apply()`
+    (the CPU backend, unless `DL_XLA_DEFAULTS=0`). The sum is materialised once
+    (`lax.optimization_barrier`) rather than fused into, and recomputed by, each of its
+    consumers. Its gradients are lax's own (`_shifted_conv`'s custom VJP), so they are
+    the same programs as before. Anything else is passed to `lax.conv_general_dilated`
+    unchanged. Tests check both paths against lax, values and gradients.
     """
     args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers)
     if _use_shifted_sum(*args, feature_group_count, batch_group_count, preferred_element_type):
@@ -162,7 +164,7 @@ def _channels_last_specs(nd: int) -> tuple[str, str, str]:
 
 def _use_shifted_sum(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, groups, bgroups, pref):
     nd = lhs.ndim - 2
-    if not 1 <= nd <= 3 or jax.default_backend() != "cpu":
+    if not 1 <= nd <= 3 or not cpu_defaults_apply():
         return False
     if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32 or pref not in (None, jnp.float32):
         return False
@@ -170,7 +172,7 @@ def _use_shifted_sum(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, groups, b
         return False
     if any(s != 1 for s in strides) or any(d != 1 for d in (lhs_dil or ()) + (rhs_dil or ())):
         return False
-    if math.prod(rhs.shape[:-2]) > MAX_SHIFTED_TAPS:
+    if math.prod(rhs.shape[:-2]) * rhs.shape[-1] > MAX_SHIFTED_WORK:
         return False
     if isinstance(padding, str) and padding not in ("SAME", "VALID"):
         return False
@@ -200,11 +202,11 @@ def _lax_conv(x, w, padding):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _shifted_conv(x, w, padding):
-    return _shifted_sum(x, w, padding)
+    return lax.optimization_barrier(_shifted_sum(x, w, padding))
 
 
 def _shifted_conv_fwd(x, w, padding):
-    return _shifted_sum(x, w, padding), (x, w)
+    return _shifted_conv(x, w, padding), (x, w)
 
 
 def _shifted_conv_bwd(padding, res, dy):

@@ -8,8 +8,8 @@ For the benchmark CNN (conv32-pool-conv64-pool-128) and LeNet-5, batch 128, Adam
 - + XLA options: compiled with `dl.xla.jit` (YNNPACK for dot products only, and the
   temporaries split into blocks of at most 16 MiB);
 - dl: also `dl.models.layers.Conv`, whose single-channel first convolution is a sum
-  of shifted inputs where it has at most 9 taps (the CNN's 3x3; LeNet-5's 5x5 stays
-  with XLA): the zoo's models as `fit` compiles them;
+  of shifted inputs where it has at most 640 taps x output channels (the CNN's 3x3 ->
+  32, LeNet-5's 5x5 -> 6): the zoo's models as `fit` compiles them;
 - PyTorch: the same model in eager PyTorch (`torch_models.py`).
 
 All five are timed in turn in one process; medians over repeats. The process has
