@@ -56,30 +56,78 @@ def pool(x: jnp.ndarray, kind: str, window: int) -> jnp.ndarray:
     holds several equal maxima, which here share it equally (a valid subgradient) instead
     of all going to the first; after a ReLU such ties are zeros, whose gradient the ReLU
     zeroes either way.
+
+    Max pooling has its own VJP (`_max_pool`) with that same gradient, JAX's for a
+    reduce_max: each window's gradient over its count of maxima, to every maximum.
+    Differentiated as a reduction, XLA:CPU counted the maxima with a reduction whose
+    result it broadcast back inside one YNNPACK fusion, which took 1.1-1.7 ms of
+    LeNet-5's step for a (128, 28, 28, 6) input; here the count is a sum of one
+    comparison per window position on the pooled grid. Whole train steps, interleaved:
+    the CNN 18.7 -> 16.4 ms, and LeNet-5 6.5 -> 5.7 ms with the first layer's
+    materialised shifted sum (`_shifted_conv`; without it 7.7 ms). It is used where
+    `dl.xla.cpu_defaults_apply()`; being a custom VJP, it has no forward-mode derivative
+    (jax.jvp, jax.hessian): set `DL_XLA_DEFAULTS=0` for those.
     """
     if kind not in ("max", "avg", "none"):
         raise ValueError(f"pool must be 'max', 'avg' or 'none'; got {kind!r}.")
     if kind == "none" or window == 1:
         return x
-    return window_reduce(x, window, jnp.max if kind == "max" else jnp.mean)
+    if kind == "max":
+        return _max_pool(x, window) if cpu_defaults_apply() else window_reduce(x, window, jnp.max)
+    return window_reduce(x, window, jnp.mean)
 
 
-def window_reduce(x: jnp.ndarray, window: int, reduce: Callable) -> jnp.ndarray:
-    """Apply `reduce` over non-overlapping `window`-wide windows of every spatial axis
-    of a channels-last batch (B, *spatial, C), dropping any remainder."""
+def _windows(x: jnp.ndarray, window: int) -> jnp.ndarray:
+    """x (B, *spatial, C) without any remainder, as (B, n_0, window, n_1, window, ..., C)."""
     spatial = x.shape[1:-1]
     if min(spatial) < window:
         raise ValueError(
             f"Cannot pool windows of {window} over spatial shape {tuple(spatial)}: an axis "
             "is shorter than the window. Use pool='none' or larger inputs."
         )
-    keep = tuple(slice(0, (n // window) * window) for n in spatial)
-    x = x[(slice(None), *keep)]
+    x = x[(slice(None), *(slice(0, (n // window) * window) for n in spatial))]
     split = [x.shape[0]]
     for n in spatial:
         split += [n // window, window]
-    x = x.reshape(*split, x.shape[-1])
-    return reduce(x, axis=tuple(range(2, 2 * len(spatial) + 1, 2)))
+    return x.reshape(*split, x.shape[-1])
+
+
+def window_reduce(x: jnp.ndarray, window: int, reduce: Callable) -> jnp.ndarray:
+    """Apply `reduce` over non-overlapping `window`-wide windows of every spatial axis
+    of a channels-last batch (B, *spatial, C), dropping any remainder."""
+    nd = x.ndim - 2
+    return reduce(_windows(x, window), axis=tuple(range(2, 2 * nd + 1, 2)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool(x: jnp.ndarray, window: int) -> jnp.ndarray:
+    return window_reduce(x, window, jnp.max)
+
+
+def _max_pool_fwd(x, window):
+    y = window_reduce(x, window, jnp.max)
+    return y, (x, y)
+
+
+def _max_pool_bwd(window, res, g):
+    x, y = res
+    nd = x.ndim - 2
+    xw = _windows(x, window)
+    # y and g with a length-1 axis after each pooled axis, to broadcast against xw
+    expand = (slice(None), *itertools.chain.from_iterable((slice(None), None) for _ in range(nd)))
+    count = None
+    for position in itertools.product(range(window), repeat=nd):
+        at = (slice(None), *itertools.chain.from_iterable((slice(None), p) for p in position))
+        hit = (xw[at] == y).astype(g.dtype)
+        count = hit if count is None else count + hit
+    dx = jnp.where(xw == y[expand], (g / count)[expand], jnp.zeros((), g.dtype))
+    dx = dx.reshape(x.shape[0], *(n * window for n in y.shape[1:-1]), x.shape[-1])
+    if dx.shape != x.shape:  # the remainder that pooling dropped gets no gradient
+        dx = jnp.pad(dx, [(0, n - m) for n, m in zip(x.shape, dx.shape, strict=True)])
+    return (dx,)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def batch_norm(train: bool, **kwargs) -> nn.BatchNorm:
@@ -131,11 +179,11 @@ def conv_general_dilated(
     0.4 ms (`experiments/benchmarks/`). So a channels-last float32 convolution with one
     input channel, stride 1, no dilation or groups and at most `MAX_SHIFTED_WORK` taps x
     output channels is computed here as that sum where `dl.xla.cpu_defaults_apply()`
-    (the CPU backend, unless `DL_XLA_DEFAULTS=0`). The sum is materialised once
-    (`lax.optimization_barrier`) rather than fused into, and recomputed by, each of its
-    consumers. Its gradients are lax's own (`_shifted_conv`'s custom VJP), so they are
-    the same programs as before. Anything else is passed to `lax.conv_general_dilated`
-    unchanged. Tests check both paths against lax, values and gradients.
+    (the CPU backend, unless `DL_XLA_DEFAULTS=0`); with more taps than output channels
+    the sum is materialised once (`_shifted_conv`). Its gradients are lax's own
+    (`_shifted_conv`'s custom VJP), so they are the same programs as before. Anything
+    else is passed to `lax.conv_general_dilated` unchanged. Tests check both paths
+    against lax, values and gradients.
     """
     args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers)
     if _use_shifted_sum(*args, feature_group_count, batch_group_count, preferred_element_type):
@@ -202,7 +250,20 @@ def _lax_conv(x, w, padding):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _shifted_conv(x, w, padding):
-    return lax.optimization_barrier(_shifted_sum(x, w, padding))
+    y = _shifted_sum(x, w, padding)
+    channels = y.shape[-1]
+    if math.prod(w.shape[:-2]) > channels:
+        # Materialise the sum: XLA:CPU fuses an element-wise sum into each consumer and
+        # recomputes it there (the pooling, its gradient, the ReLU's), and it removes
+        # lax.optimization_barrier before fusing. A product is never fused into its
+        # consumers, and one with the identity changes no finite value. It costs
+        # `channels` multiply-adds per output where recomputing costs the taps' in each
+        # consumer: LeNet-5's step (25 taps, 6 channels) 7.7 -> 5.7 ms; for the CNN's
+        # 3x3 -> 32 it cost 2.2 ms (16.4 -> 18.6), so it is only used with more taps
+        # than channels.
+        eye = jnp.eye(channels, dtype=y.dtype)
+        y = (y.reshape(-1, channels) @ eye).reshape(y.shape)
+    return y
 
 
 def _shifted_conv_fwd(x, w, padding):

@@ -145,6 +145,37 @@ def test_pool_matches_flax_pooling_and_its_gradient(shape, kind):
     np.testing.assert_allclose(g_ours, g_ref, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize(
+    "shape, window, dtype",
+    [
+        ((4, 28, 28, 6), 2, "float32"),  # LeNet-5's first pooling
+        ((3, 10, 11, 16), 2, "float32"),  # a remainder column
+        ((3, 9, 5), 2, "float32"),  # 1-D
+        ((2, 9, 9, 3), 3, "float32"),
+        ((2, 4, 5, 6, 3), 2, "float32"),  # 3-D
+        ((4, 8, 8, 4), 2, "bfloat16"),
+    ],
+)
+def test_max_pool_vjp_equals_the_differentiated_reduction_bitwise(shape, window, dtype):
+    """layers.pool's own max-pool VJP gives what JAX's reduce_max gradient gives (each
+    window's gradient split over its maxima), bit for bit, with many ties."""
+    from dl import xla
+    from dl.models import layers
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(-2, 3, size=shape), dtype)  # five values: ties everywhere
+    ref = jax.vjp(lambda x: layers.window_reduce(x, window, jnp.max), x)
+    ours = jax.vjp(lambda x: layers.pool(x, "max", window), x)
+    jaxpr = str(jax.make_jaxpr(lambda x: layers.pool(x, "max", window))(x))
+    assert ("custom_vjp" in jaxpr) == xla.cpu_defaults_apply()
+    g = jnp.asarray(rng.normal(size=ref[0].shape), dtype)
+    np.testing.assert_array_equal(np.asarray(ours[0], "f4"), np.asarray(ref[0], "f4"))
+    dx_ours, dx_ref = ours[1](g)[0], ref[1](g)[0]
+    assert dx_ours.shape == x.shape and dx_ours.dtype == x.dtype
+    np.testing.assert_array_equal(np.asarray(dx_ours, "f4"), np.asarray(dx_ref, "f4"))
+    assert float(jnp.abs(dx_ours).sum()) > 0
+
+
 def test_pool_rejects_bad_kind_and_too_small_inputs():
     from dl.models.layers import pool
 
