@@ -64,7 +64,7 @@ def pool(x: jnp.ndarray, kind: str, window: int) -> jnp.ndarray:
     LeNet-5's step for a (128, 28, 28, 6) input; here the count is a sum of one
     comparison per window position on the pooled grid. Whole train steps, interleaved:
     the CNN 18.7 -> 16.4 ms, and LeNet-5 6.5 -> 5.7 ms with the first layer's
-    materialised shifted sum (`_shifted_conv`; without it 7.7 ms). It is used where
+    materialised shifted sum (`_materialised_sum`; without it 7.7 ms). It is used where
     `dl.xla.cpu_defaults_apply()`; being a custom VJP, it has no forward-mode derivative
     (jax.jvp, jax.hessian): set `DL_XLA_DEFAULTS=0` for those.
     """
@@ -180,7 +180,7 @@ def conv_general_dilated(
     input channel, stride 1, no dilation or groups and at most `MAX_SHIFTED_WORK` taps x
     output channels is computed here as that sum where `dl.xla.cpu_defaults_apply()`
     (the CPU backend, unless `DL_XLA_DEFAULTS=0`); with more taps than output channels
-    the sum is materialised once (`_shifted_conv`). Its gradients are lax's own
+    the sum is materialised once (`_materialised_sum`). Its gradients are lax's own
     (`_shifted_conv`'s custom VJP), so they are the same programs as before. Anything
     else is passed to `lax.conv_general_dilated` unchanged. Tests check both paths
     against lax, values and gradients.
@@ -248,15 +248,15 @@ def _lax_conv(x, w, padding):
     return lax.conv_general_dilated(x, w, (1,) * (x.ndim - 2), padding, dimension_numbers=specs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _shifted_conv(x, w, padding):
+def _materialised_sum(x, w, padding):
     y = _shifted_sum(x, w, padding)
     channels = y.shape[-1]
     if math.prod(w.shape[:-2]) > channels:
         # Materialise the sum: XLA:CPU fuses an element-wise sum into each consumer and
         # recomputes it there (the pooling, its gradient, the ReLU's), and it removes
-        # lax.optimization_barrier before fusing. A product is never fused into its
-        # consumers, and one with the identity changes no finite value. It costs
+        # lax.optimization_barrier before fusing. It did not fuse a product into its
+        # consumers, and one with the identity changes no finite value (a -0 may become
+        # +0; a non-finite value spreads to the pixel's other channels). It costs
         # `channels` multiply-adds per output where recomputing costs the taps' in each
         # consumer: LeNet-5's step (25 taps, 6 channels) 7.7 -> 5.7 ms; for the CNN's
         # 3x3 -> 32 it cost 2.2 ms (16.4 -> 18.6), so it is only used with more taps
@@ -266,8 +266,13 @@ def _shifted_conv(x, w, padding):
     return y
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _shifted_conv(x, w, padding):
+    return _materialised_sum(x, w, padding)
+
+
 def _shifted_conv_fwd(x, w, padding):
-    return _shifted_conv(x, w, padding), (x, w)
+    return _materialised_sum(x, w, padding), (x, w)
 
 
 def _shifted_conv_bwd(padding, res, dy):
