@@ -1,5 +1,6 @@
-"""dl.xla's compiler options and the single-channel convolution of dl.models.layers:
-both are speed changes, so both must leave the results as they were."""
+"""dl.xla's compiler options and the CPU convolutions of dl.models.layers (the
+single-channel sum, the input gradient by rows): all are speed changes, so all must leave
+the results as they were."""
 
 import jax
 import jax.numpy as jnp
@@ -110,9 +111,19 @@ def test_single_channel_conv_equals_lax_values_and_gradients(case):
     x, w, padding = _conv_cases()[case]
     jaxpr = str(jax.make_jaxpr(_ours, static_argnums=2)(x, w, padding))
     assert "custom_vjp" in jaxpr
-    # materialised by a product with the identity where it has more taps than channels
-    assert ("dot_general" in jaxpr) == (np.prod(w.shape[:-2]) > w.shape[-1])
+    # materialised by a conditional where it has more taps than channels, with the
+    # same bits as the sum alone
+    more_taps = np.prod(w.shape[:-2]) > w.shape[-1]
+    assert ("cond[" in jaxpr) == more_taps
     y = _ours(x, w, padding)
+    pads = layers._explicit_padding(x, w, padding)
+    np.testing.assert_array_equal(  # both compiled: XLA contracts a * b + c to an FMA
+        jax.jit(_ours, static_argnums=2)(x, w, padding),
+        jax.jit(layers._shifted_sum, static_argnums=2)(x, w, pads),
+    )
+    if more_taps:  # the conditional survives XLA's passes (else the sum is refused)
+        hlo = jax.jit(_ours, static_argnums=2).lower(x, w, padding).compile().as_text()
+        assert "conditional(" in hlo
     np.testing.assert_allclose(y, _lax(x, w, padding), rtol=1e-5, atol=1e-5)
     dy = jnp.asarray(np.random.default_rng(2).normal(size=y.shape).astype(np.float32))
     g_ours = jax.vjp(lambda x, w: _ours(x, w, padding), x, w)[1](dy)
@@ -121,14 +132,49 @@ def test_single_channel_conv_equals_lax_values_and_gradients(case):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+def _row_cases():
+    rng = np.random.default_rng(5)
+    f = lambda *s: jnp.asarray(rng.normal(size=s).astype(np.float32))  # noqa: E731
+    return [
+        (f(4, 14, 14, 6), f(5, 5, 6, 16), "VALID"),  # LeNet-5's second convolution
+        (f(3, 9, 11, 8), f(3, 3, 8, 5), "SAME"),
+        (f(3, 9, 11, 3), f(3, 5, 3, 4), ((1, 0), (2, 1))),
+        (f(2, 7, 8, 16), f(2, 3, 16, 4), ((0, 1), (2, 0))),  # MAX_ROW_GRAD_CHANNELS
+        (f(2, 7, 8, 3), f(4, 2, 3, 4), "SAME"),
+        (f(2, 6, 5, 2), f(3, 3, 2, 3), ((2, 2), (0, 2))),  # the largest padding, k - 1
+    ]
+
+
+@pytest.mark.skipif(not CPU, reason="the input gradient by rows is used on the CPU only")
+@pytest.mark.parametrize("case", range(6))
+def test_few_channel_conv_input_gradient_by_rows_equals_lax(case):
+    x, w, padding = _row_cases()[case]
+    assert "custom_vjp" in str(jax.make_jaxpr(_ours, static_argnums=2)(x, w, padding))
+    y = _ours(x, w, padding)
+    np.testing.assert_array_equal(y, _lax(x, w, padding))  # lax's forward pass
+    dy = jnp.asarray(np.random.default_rng(6).normal(size=y.shape).astype(np.float32))
+    dx, dw = jax.vjp(lambda x, w: _ours(x, w, padding), x, w)[1](dy)
+    dx_lax, dw_lax = jax.vjp(lambda x, w: _lax(x, w, padding), x, w)[1](dy)
+    np.testing.assert_array_equal(dw, dw_lax)  # lax's kernel gradient
+    # the rows sum in another order: a few ulps of the largest value
+    np.testing.assert_allclose(dx, dx_lax, rtol=0, atol=1e-6 * float(jnp.abs(dx_lax).max()))
+    assert dx.shape == x.shape
+
+
 def test_other_convolutions_go_to_lax_unchanged():
     rng = np.random.default_rng(3)
     x3 = jnp.asarray(rng.normal(size=(2, 8, 8, 3)).astype(np.float32))
     x1 = x3[..., :1]
+    x17 = jnp.asarray(rng.normal(size=(2, 8, 8, 17)).astype(np.float32))
     w = lambda k, ci: jnp.asarray(rng.normal(size=(k, k, ci, 4)).astype(np.float32))  # noqa: E731
     dn = lambda x, w: lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))  # noqa: E731
     cases = [
-        (x3, w(3, 3), (1, 1), {}),  # three input channels
+        (x17, w(3, 17), (1, 1), {}),  # 17 input channels > MAX_ROW_GRAD_CHANNELS
+        (x3, w(3, 3)[:1], (1, 1), {}),  # a 1 x 3 kernel
+        (x3, w(3, 3), (2, 2), {}),  # strided
+        (x3, w(3, 3), (1, 1), {"lhs_dilation": (2, 2), "padding": ((1, 1), (1, 1))}),
+        (x3, w(3, 1)[..., :3], (1, 1), {"feature_group_count": 3}),
+        (x3.astype(jnp.bfloat16), w(3, 3).astype(jnp.bfloat16), (1, 1), {}),
         (x1, jnp.tile(w(9, 1), 2), (1, 1), {}),  # 81 taps x 8 channels > MAX_SHIFTED_WORK
         (x1, jnp.tile(w(5, 1), 8), (1, 1), {}),  # 25 taps x 32 channels > MAX_SHIFTED_WORK
         (x1, w(3, 1), (2, 2), {}),  # strided
@@ -136,13 +182,14 @@ def test_other_convolutions_go_to_lax_unchanged():
         (x1.astype(jnp.bfloat16), w(3, 1).astype(jnp.bfloat16), (1, 1), {}),
     ]
     for x, k, strides, kw in cases:
+        pad = kw.pop("padding", "SAME")
 
-        def ours(x, k, strides=strides, kw=kw):
+        def ours(x, k, strides=strides, kw=kw, pad=pad):
             d = dn(x, k)
-            return layers.conv_general_dilated(x, k, strides, "SAME", dimension_numbers=d, **kw)
+            return layers.conv_general_dilated(x, k, strides, pad, dimension_numbers=d, **kw)
 
         assert "custom_vjp" not in str(jax.make_jaxpr(ours)(x, k))
-        ref = lax.conv_general_dilated(x, k, strides, "SAME", dimension_numbers=dn(x, k), **kw)
+        ref = lax.conv_general_dilated(x, k, strides, pad, dimension_numbers=dn(x, k), **kw)
         np.testing.assert_array_equal(np.asarray(ours(x, k), "f4"), np.asarray(ref, "f4"))
 
 
@@ -150,7 +197,7 @@ def test_other_convolutions_go_to_lax_unchanged():
     "name, kwargs, first",
     [("cnn", dict(channels=(6, 8), dense=(16,)), "conv0_0"), ("lenet5", {}, "conv0")],
 )
-def test_models_with_the_shifted_first_conv_have_the_plain_gradients(
+def test_models_with_the_cpu_convolutions_have_the_plain_gradients(
     monkeypatch, name, kwargs, first
 ):
     rng = np.random.default_rng(4)
@@ -168,16 +215,18 @@ def test_models_with_the_shifted_first_conv_have_the_plain_gradients(
         return jax.grad(loss)(params), jax.make_jaxpr(loss)(params)
 
     fast, fast_jaxpr = grads()
-    work = layers.MAX_SHIFTED_WORK
+    limits = layers.MAX_SHIFTED_WORK, layers.MAX_ROW_GRAD_CHANNELS
     monkeypatch.setattr(layers, "MAX_SHIFTED_WORK", 0)  # every conv through lax
+    monkeypatch.setattr(layers, "MAX_ROW_GRAD_CHANNELS", 0)
     plain, plain_jaxpr = grads()
-    monkeypatch.setattr(layers, "MAX_SHIFTED_WORK", work)
-    monkeypatch.setenv("DL_XLA_DEFAULTS", "0")  # the switch sends it to lax too
+    monkeypatch.setattr(layers, "MAX_SHIFTED_WORK", limits[0])
+    monkeypatch.setattr(layers, "MAX_ROW_GRAD_CHANNELS", limits[1])
+    monkeypatch.setenv("DL_XLA_DEFAULTS", "0")  # the switch sends them to lax too
     _, off_jaxpr = grads()
-    # the shifted sum is one more custom VJP than the poolings' own; the switch turns
-    # off both
+    # the shifted sum (first conv) and the gradient by rows (second conv: 6 input
+    # channels) are two more custom VJPs than the poolings' own; the switch turns off all
     calls = [str(j).count("custom_vjp_call[") for j in (fast_jaxpr, plain_jaxpr, off_jaxpr)]
-    assert calls == [3 * CPU, 2 * CPU, 0], calls
+    assert calls == [4 * CPU, 2 * CPU, 0], calls
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 

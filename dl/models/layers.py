@@ -147,7 +147,7 @@ def batch_norm(train: bool, **kwargs) -> nn.BatchNorm:
     )
 
 
-# ---- convolution with one input channel
+# ---- convolutions on the CPU: one input channel, and few input channels' gradients
 
 # Work (taps x output channels, the multiply-adds per output pixel) up to which the
 # single-channel convolution is computed as a sum of shifted inputs. Measured on the
@@ -156,6 +156,12 @@ def batch_norm(train: bool, **kwargs) -> nn.BatchNorm:
 # 17.1 ms), 400 (5x5 -> 16: 14.6 -> 13.5 ms) and 576 (3x3 -> 64: 34.3 -> 32.3 ms), tied
 # at 800 (5x5 -> 32) and lost at 1568 (7x7 -> 32: 23.9 -> 30.9 ms).
 MAX_SHIFTED_WORK = 640
+
+# Input channels up to which a 2-D convolution's input gradient is computed by rows
+# (`_row_transposed`). Measured as above: LeNet-5's 6 -> 16 5x5 step 5.7 -> 4.3 ms, a CNN
+# with 8 -> 16 3x3 4.11 -> 3.95 ms, 16 -> 32 3x3 6.18 -> 5.85 ms; 32 -> 64 3x3 lost
+# (17.0 -> 17.8 ms).
+MAX_ROW_GRAD_CHANNELS = 16
 
 
 def conv_general_dilated(
@@ -171,25 +177,36 @@ def conv_general_dilated(
     precision=None,
     preferred_element_type=None,
 ):
-    """`lax.conv_general_dilated`, except for a first layer's convolution on the CPU.
+    """`lax.conv_general_dilated`, computed differently for two cases on the CPU.
 
-    XLA:CPU computes a convolution from a single input channel (a grey image, a 1-D
-    signal) poorly: LeNet-5's 1->6 5x5 forward took 2.5-3.3 ms at batch 128 where the
-    same sum written as 25 shifted multiply-adds took 0.4-0.6 ms, and 1->32 3x3 1.8 vs
-    0.4 ms (`experiments/benchmarks/`). So a channels-last float32 convolution with one
-    input channel, stride 1, no dilation or groups and at most `MAX_SHIFTED_WORK` taps x
-    output channels is computed here as that sum where `dl.xla.cpu_defaults_apply()`
-    (the CPU backend, unless `DL_XLA_DEFAULTS=0`); with more taps than output channels
-    the sum is materialised once (`_materialised_sum`). Its gradients are lax's own
-    (`_shifted_conv`'s custom VJP), so they are the same programs as before. Anything
-    else is passed to `lax.conv_general_dilated` unchanged. Tests check both paths
-    against lax, values and gradients.
+    Both apply to channels-last float32 convolutions with stride 1 and no dilation or
+    groups, where `dl.xla.cpu_defaults_apply()` (the CPU backend, unless
+    `DL_XLA_DEFAULTS=0`); anything else is passed to `lax.conv_general_dilated`
+    unchanged.
+
+    - One input channel (a first layer on grey images or 1-D signals), at most
+      `MAX_SHIFTED_WORK` taps x output channels: the convolution is a sum of shifted
+      inputs. XLA:CPU computes it poorly: LeNet-5's 1->6 5x5 forward took 2.5-3.3 ms at
+      batch 128 where the 25 shifted multiply-adds took 0.4-0.6 ms, and 1->32 3x3 1.8
+      vs 0.4 ms (`experiments/benchmarks/`). With more taps than output channels the
+      sum is materialised once (`_materialised_sum`). Its gradients are lax's own.
+    - 2-D, 2 to `MAX_ROW_GRAD_CHANNELS` input channels, a kernel of at least 2 x 2:
+      the forward pass and the kernel's gradient are lax's, the input gradient is
+      computed by rows (`_row_transposed`). XLA:CPU's own input gradient is a
+      convolution with that few output channels, which Eigen computes slowly (LeNet-5's
+      6 -> 16 5x5: 1.9 ms at batch 128, by rows 0.6 ms).
+
+    Both are custom VJPs, so they have no forward-mode derivative (`jax.jvp`); set
+    `DL_XLA_DEFAULTS=0` for that. The input gradient by rows sums in another order than
+    lax's (differences of a few float32 ulps). Tests check both paths against lax,
+    values and gradients.
     """
-    args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers)
-    if _use_shifted_sum(*args, feature_group_count, batch_group_count, preferred_element_type):
-        if isinstance(padding, str):
-            padding = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], window_strides, padding)
-        return _shifted_conv(lhs, rhs, tuple(tuple(int(v) for v in p) for p in padding))
+    args = (lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers)
+    plain = _plain_f32_conv(*args, feature_group_count, batch_group_count, preferred_element_type)
+    if plain and _use_shifted_sum(lhs, rhs, padding):
+        return _shifted_conv(lhs, rhs, _explicit_padding(lhs, rhs, padding))
+    if plain and _use_row_grad(lhs, rhs, padding):
+        return _row_grad_conv(lhs, rhs, _explicit_padding(lhs, rhs, padding))
     return lax.conv_general_dilated(
         lhs,
         rhs,
@@ -210,24 +227,49 @@ def _channels_last_specs(nd: int) -> tuple[str, str, str]:
     return ("N" + sp + "C", sp + "IO", "N" + sp + "C")
 
 
-def _use_shifted_sum(lhs, rhs, strides, padding, lhs_dil, rhs_dil, dn, groups, bgroups, pref):
+def _plain_f32_conv(lhs, rhs, strides, lhs_dil, rhs_dil, dn, groups, bgroups, pref) -> bool:
+    """A 1- to 3-D channels-last float32 convolution, stride 1, no dilation or groups,
+    on the CPU (unless DL_XLA_DEFAULTS=0): where this module's formulations may apply."""
     nd = lhs.ndim - 2
     if not 1 <= nd <= 3 or not cpu_defaults_apply():
         return False
     if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32 or pref not in (None, jnp.float32):
         return False
-    if groups != 1 or bgroups != 1 or lhs.shape[-1] != 1 or rhs.shape[-2] != 1:
+    if groups != 1 or bgroups != 1:
         return False
     if any(s != 1 for s in strides) or any(d != 1 for d in (lhs_dil or ()) + (rhs_dil or ())):
-        return False
-    if math.prod(rhs.shape[:-2]) * rhs.shape[-1] > MAX_SHIFTED_WORK:
-        return False
-    if isinstance(padding, str) and padding not in ("SAME", "VALID"):
         return False
     specs = _channels_last_specs(nd)
     return dn is not None and lax.conv_dimension_numbers(lhs.shape, rhs.shape, specs) == (
         lax.conv_dimension_numbers(lhs.shape, rhs.shape, dn)
     )
+
+
+def _explicit_padding(lhs, rhs, padding) -> tuple[tuple[int, int], ...]:
+    if isinstance(padding, str):
+        strides = (1,) * (lhs.ndim - 2)
+        padding = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)
+    return tuple(tuple(int(v) for v in p) for p in padding)
+
+
+def _use_shifted_sum(lhs, rhs, padding) -> bool:
+    if lhs.shape[-1] != 1 or rhs.shape[-2] != 1:
+        return False
+    if math.prod(rhs.shape[:-2]) * rhs.shape[-1] > MAX_SHIFTED_WORK:
+        return False
+    return not isinstance(padding, str) or padding in ("SAME", "VALID")
+
+
+def _use_row_grad(lhs, rhs, padding) -> bool:
+    if lhs.ndim != 4 or not 2 <= rhs.shape[-2] <= MAX_ROW_GRAD_CHANNELS:
+        return False
+    kernel = rhs.shape[:2]
+    if min(kernel) < 2:
+        return False
+    if isinstance(padding, str):
+        return padding in ("SAME", "VALID")
+    # the transposed convolution pads by k - 1 - p: 0 <= p <= k - 1 on each side
+    return all(0 <= p <= k - 1 for pads, k in zip(padding, kernel, strict=True) for p in pads)
 
 
 def _shifted_sum(x, w, padding):
@@ -249,21 +291,23 @@ def _lax_conv(x, w, padding):
 
 
 def _materialised_sum(x, w, padding):
-    y = _shifted_sum(x, w, padding)
-    channels = y.shape[-1]
-    if math.prod(w.shape[:-2]) > channels:
-        # Materialise the sum: XLA:CPU fuses an element-wise sum into each consumer and
-        # recomputes it there (the pooling, its gradient, the ReLU's), and it removes
-        # lax.optimization_barrier before fusing. It did not fuse a product into its
-        # consumers, and one with the identity changes no finite value (a -0 may become
-        # +0; a non-finite value spreads to the pixel's other channels). It costs
-        # `channels` multiply-adds per output where recomputing costs the taps' in each
-        # consumer: LeNet-5's step (25 taps, 6 channels) 7.7 -> 5.7 ms; for the CNN's
-        # 3x3 -> 32 it cost 2.2 ms (16.4 -> 18.6), so it is only used with more taps
-        # than channels.
-        eye = jnp.eye(channels, dtype=y.dtype)
-        y = (y.reshape(-1, channels) @ eye).reshape(y.shape)
-    return y
+    if math.prod(w.shape[:-2]) <= w.shape[-1]:
+        return _shifted_sum(x, w, padding)
+
+    # Materialise the sum: XLA:CPU fuses an element-wise sum into each consumer and
+    # recomputes it there (the pooling, its gradient, the ReLU's), and it removes
+    # lax.optimization_barrier before fusing. A conditional's result is a buffer that
+    # no consumer fuses into. Both branches are the same sum, so the values are the
+    # sum's, bit for bit, whichever runs; the predicate depends on the weights only so
+    # that XLA cannot fold the conditional away. This costs one branch call where
+    # recomputing costs the taps' multiply-adds in each consumer: LeNet-5's step (25
+    # taps, 6 channels) 5.0 -> 4.1 ms (a product with the identity, used before, gave
+    # 7.7 -> 5.7). For the CNN's 3x3 -> 32 it cost 0.4 ms (16.1 -> 16.6), so it is only
+    # used with more taps than channels.
+    def branch(x, w):
+        return _shifted_sum(x, w, padding)
+
+    return lax.cond(jnp.isfinite(w.reshape(-1)[0]), branch, branch, x, w)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -283,10 +327,50 @@ def _shifted_conv_bwd(padding, res, dy):
 _shifted_conv.defvjp(_shifted_conv_fwd, _shifted_conv_bwd)
 
 
+def _row_transposed(dy, w, padding, width):
+    """The input gradient of a stride-1 2-D convolution (NHWC, HWIO, `padding` as pairs)
+    whose input had `width` columns, given the output gradient `dy`.
+
+    XLA's transposed convolution has the forward pass's input channels as its output
+    channels, and Eigen computes it slowly when they are few. Here the kernel's columns
+    become output channels instead: a convolution along the height only (kernel
+    (kh, 1), C_out -> kw * C_in channels), then a sum of kw shifted slices along the
+    width, which XLA fuses into one loop.
+    """
+    kh, kw, ci, co = w.shape
+    (top, bottom), (left, _) = padding
+    rows = jnp.flip(w, 0).transpose(0, 3, 1, 2).reshape(kh, 1, co, kw * ci)
+    v = _lax_conv(dy, rows, ((kh - 1 - top, kh - 1 - bottom), (0, 0)))
+    v = v.reshape(*v.shape[:3], kw, ci)  # (B, H, W_out, kw, C_in)
+    dx = None
+    for j in range(kw):
+        term = jnp.pad(v[:, :, :, j], ((0, 0), (0, 0), (j, kw - 1 - j), (0, 0)))
+        dx = term if dx is None else dx + term
+    return dx[:, :, left : left + width]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _row_grad_conv(x, w, padding):
+    return _lax_conv(x, w, padding)
+
+
+def _row_grad_conv_fwd(x, w, padding):
+    return _lax_conv(x, w, padding), (x, w)
+
+
+def _row_grad_conv_bwd(padding, res, dy):
+    x, w = res
+    dw = jax.vjp(lambda w: _lax_conv(x, w, padding), w)[1](dy)[0]
+    return _row_transposed(dy, w, padding, x.shape[2]), dw
+
+
+_row_grad_conv.defvjp(_row_grad_conv_fwd, _row_grad_conv_bwd)
+
+
 class Conv(nn.Conv):
     """`flax.linen.Conv` computed with `conv_general_dilated` above: the same
-    parameters (names, shapes, initialisers) and results, faster for a first layer on
-    the CPU."""
+    parameters (names, shapes, initialisers) and results, faster on the CPU for a first
+    layer and for the input gradient of layers with few input channels."""
 
     conv_general_dilated: Callable | None = conv_general_dilated
 
