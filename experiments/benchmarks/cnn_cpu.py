@@ -9,7 +9,9 @@ For the benchmark CNN (conv32-pool-conv64-pool-128) and LeNet-5, batch 128, Adam
   temporaries split into blocks of at most 16 MiB);
 - dl: also `dl.models.layers.Conv`, whose single-channel first convolution is a sum
   of shifted inputs where it has at most 640 taps x output channels (the CNN's 3x3 ->
-  32, LeNet-5's 5x5 -> 6): the zoo's models as `fit` compiles them;
+  32, LeNet-5's 5x5 -> 6), and whose convolutions with 2 to 16 input channels take
+  their input gradient by rows (LeNet-5's 6 -> 16): the zoo's models as `fit` compiles
+  them;
 - PyTorch: the same model in eager PyTorch (`torch_models.py`).
 
 All five are timed in turn in one process; medians over repeats. The process has
