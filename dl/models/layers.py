@@ -310,13 +310,13 @@ def _materialised_sum(x, w, padding):
     return lax.cond(jnp.isfinite(w.reshape(-1)[0]), branch, branch, x, w)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _shifted_conv(x, w, padding):
-    return _materialised_sum(x, w, padding)
-
-
-def _shifted_conv_fwd(x, w, padding):
-    return _materialised_sum(x, w, padding), (x, w)
+def _vjp_keeping_inputs(forward: Callable, backward: Callable) -> Callable:
+    """`forward(x, w, static)` as a custom VJP (`static` hashable, not differentiated)
+    whose residuals are its inputs: `backward(static, (x, w), g)` returns (dx, dw)."""
+    fn = jax.custom_vjp(forward, nondiff_argnums=(2,))
+    # fn, not forward: a gradient's jaxpr then still shows the custom call
+    fn.defvjp(lambda x, w, static: (fn(x, w, static), (x, w)), backward)
+    return fn
 
 
 def _shifted_conv_bwd(padding, res, dy):
@@ -324,7 +324,7 @@ def _shifted_conv_bwd(padding, res, dy):
     return jax.vjp(lambda x, w: _lax_conv(x, w, padding), x, w)[1](dy)
 
 
-_shifted_conv.defvjp(_shifted_conv_fwd, _shifted_conv_bwd)
+_shifted_conv = _vjp_keeping_inputs(_materialised_sum, _shifted_conv_bwd)
 
 
 def _row_transposed(dy, w, padding, width):
@@ -349,22 +349,13 @@ def _row_transposed(dy, w, padding, width):
     return dx[:, :, left : left + width]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _row_grad_conv(x, w, padding):
-    return _lax_conv(x, w, padding)
-
-
-def _row_grad_conv_fwd(x, w, padding):
-    return _lax_conv(x, w, padding), (x, w)
-
-
 def _row_grad_conv_bwd(padding, res, dy):
     x, w = res
     dw = jax.vjp(lambda w: _lax_conv(x, w, padding), w)[1](dy)[0]
     return _row_transposed(dy, w, padding, x.shape[2]), dw
 
 
-_row_grad_conv.defvjp(_row_grad_conv_fwd, _row_grad_conv_bwd)
+_row_grad_conv = _vjp_keeping_inputs(_lax_conv, _row_grad_conv_bwd)
 
 
 class Conv(nn.Conv):
@@ -431,13 +422,8 @@ def _dense_dims(x, n: int):
     return ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ()))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dense_product(x, w, n):
+def _dense_forward(x, w, n):
     return lax.dot_general(x, w, _dense_dims(x, n))
-
-
-def _dense_product_fwd(x, w, n):
-    return _dense_product(x, w, n), (x, w)
 
 
 def _dense_product_bwd(n, res, g):
@@ -452,4 +438,4 @@ def _dense_product_bwd(n, res, g):
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
-_dense_product.defvjp(_dense_product_fwd, _dense_product_bwd)
+_dense_product = _vjp_keeping_inputs(_dense_forward, _dense_product_bwd)
