@@ -93,7 +93,7 @@ def add(a: Mapping[str, jax.Array], b: Mapping[str, jax.Array]) -> dict[str, jax
 
 def summarize(sums: Mapping[str, object]) -> dict[str, float]:
     """Turn summed metrics into means: {"loss", "accuracy"?, "count"} as Python numbers."""
-    host = {k: jax.device_get(v) for k, v in sums.items()}
+    host = jax.device_get(dict(sums))  # one transfer of the whole tree, one sync
     count = int(host["count"])
     out: dict[str, float] = {"count": count}
     denom = max(count, 1)

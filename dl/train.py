@@ -555,6 +555,11 @@ def _copy_tree(tree):
     return jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, tree)
 
 
+# The fresh metric sums of each epoch, copied in one call: a copy per leaf cost five
+# dispatches, 80-250 us, 1-2% of a small MLP's epoch.
+_copy_arrays = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
 class _CallSize:
     """How `fit` cuts an epoch into calls of the compiled train loop.
 
@@ -935,7 +940,7 @@ def fit(
                         state, m = step_fn(state, batch)
                         sums = m if sums is None else metrics_lib.add(sums, m)
                     else:
-                        acc = _copy_tree(zero_sums) if sums is None else sums  # donated
+                        acc = _copy_arrays(zero_sums) if sums is None else sums  # donated
                         state, sums = calls.timed(
                             loop_fn, state, acc, *train_dev, *plan, np.int32(i), np.int32(stop)
                         )

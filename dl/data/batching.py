@@ -1,12 +1,14 @@
 """Device-resident batching: shuffle with jax.random from (seed, epoch), explicit remainder.
 
-Small datasets live on the device for the whole run; each epoch draws one permutation
-on the device and every batch is one gather there, so the host never copies data in
-the training loop.
+Small datasets live on the device for the whole run; each epoch's order is
+jax.random.permutation's (its random keys drawn on the device, sorted on the host), only
+the (steps, batch) index plan goes to the device, and every batch is one gather there,
+so the host never copies data in the training loop.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Literal
 
@@ -49,18 +51,43 @@ def epoch_indices(
     """
     nb = num_batches(n, batch_size, remainder)
     if shuffle:
-        key = jax.random.fold_in(jax.random.key(seed), epoch)
-        perm = jax.random.permutation(key, n).astype(jnp.int32)
+        perm = _permutation(jax.random.key(seed), epoch, n)
     else:
-        perm = jnp.arange(n, dtype=jnp.int32)
+        perm = np.arange(n, dtype=np.int32)
     total = nb * batch_size
-    if total <= n:
-        idx, mask = perm[:total], jnp.ones((total,), jnp.float32)
-    else:
-        pad = total - n
-        idx = jnp.concatenate([perm, jnp.zeros((pad,), jnp.int32)])
-        mask = jnp.concatenate([jnp.ones((n,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
-    return idx.reshape(nb, batch_size), mask.reshape(nb, batch_size)
+    idx, mask = np.zeros(total, np.int32), np.zeros(total, np.float32)
+    idx[: min(n, total)], mask[: min(n, total)] = perm[:total], 1.0
+    return jnp.asarray(idx.reshape(nb, batch_size)), jnp.asarray(mask.reshape(nb, batch_size))
+
+
+def _permutation(key: jax.Array, epoch: int, n: int) -> np.ndarray:
+    """`jax.random.permutation(fold_in(key, epoch), n)`, the same order, with its sorts
+    done by NumPy.
+
+    jax sorts arange(n) by fresh random 32-bit keys a few times (a stable sort, so ties
+    keep their order). XLA:CPU runs that key-value sort slowly: 1.3 ms for n = 4000, a
+    tenth of a small MLP's epoch in `fit`, 24 ms for 60000. Here the random keys come
+    from the same calls (`split`, then `bits`) in one compiled call, and NumPy sorts
+    key * 2**32 + position: the values are distinct, so this is the stable sort, and
+    NumPy's SIMD sort of 64-bit integers is fast (4000: 0.5 ms in all; 60000: 4 ms).
+    A test checks the order against jax.random.permutation's.
+    """
+    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+    perm = np.arange(n, dtype=np.int32)
+    position = np.arange(n, dtype=np.uint64)
+    for keys in np.asarray(_sort_keys(key, epoch, n=n, rounds=rounds)):
+        packed = (keys.astype(np.uint64) << np.uint64(32)) | position  # n < 2**31: int32
+        perm = perm[np.sort(packed) & np.uint64(0xFFFFFFFF)]
+    return perm
+
+
+@functools.partial(jax.jit, static_argnames=("n", "rounds"))
+def _sort_keys(key: jax.Array, epoch, *, n: int, rounds: int) -> jax.Array:
+    key, out = jax.random.fold_in(key, epoch), []
+    for _ in range(rounds):
+        key, subkey = jax.random.split(key)
+        out.append(jax.random.bits(subkey, (n,), jnp.uint32))
+    return jnp.stack(out) if out else jnp.zeros((0, n), jnp.uint32)
 
 
 def epoch_plan(

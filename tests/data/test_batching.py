@@ -49,6 +49,24 @@ def test_no_shuffle_keeps_order():
     np.testing.assert_array_equal(np.asarray(idx).ravel()[:7], np.arange(7))
 
 
+@pytest.mark.parametrize("seed", [0, 5, 2**31, 2**32 + 5, np.uint32(9)])
+def test_plan_equals_jax_random_permutation(seed):
+    # epoch_indices sorts by jax's random keys in NumPy; its order must be
+    # jax.random.permutation's, so that training results did not change with it.
+    cases = [(1, 1, "drop"), (2, 1, "drop"), (100, 10, "drop"), (103, 10, "drop")]
+    for n, bs, remainder in [*cases, (103, 10, "pad"), (60_000, 128, "pad")]:
+        for epoch in (0, 3):
+            idx, mask = epoch_indices(n, bs, seed=seed, epoch=epoch, remainder=remainder)
+            key = jax.random.fold_in(jax.random.key(seed), epoch)
+            perm = np.asarray(jax.random.permutation(key, n))
+            nb = num_batches(n, bs, remainder)
+            want = np.zeros(nb * bs, np.int32)
+            want[: min(n, nb * bs)] = perm[: nb * bs]
+            assert idx.dtype == np.int32 and idx.shape == mask.shape == (nb, bs)
+            np.testing.assert_array_equal(np.asarray(idx).ravel(), want)
+            np.testing.assert_array_equal(np.asarray(mask).ravel(), np.arange(nb * bs) < n)
+
+
 def test_bad_arguments():
     x, y = np.zeros((5, 2), np.float32), np.zeros(5, np.int32)
     with pytest.raises(ValueError, match="batch_size must be a positive integer; got 0"):
