@@ -366,8 +366,8 @@ class Conv(nn.Conv):
     conv_general_dilated: Callable | None = conv_general_dilated
 
 
-# Below this many input rows the copy of inputs^T costs more than it saves: an MLP-128
-# fit on batches of 64 rows was 10% slower with it (24.0 vs 21.6 ms per epoch).
+# Below this many input rows it made no difference in whole train steps (an MLP at
+# batch 128: 2.02-2.05 ms either way; LeNet-5's dense layers 4.12-4.14 ms).
 DENSE_MIN_ROWS = 1024
 
 
@@ -376,17 +376,19 @@ def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
     attributes (`nn.Dense`, `nn.DenseGeneral`, and `MultiHeadDotProductAttention`'s
     `qkv_dot_general` and `out_dot_general`): same parameters, same results.
 
-    On the CPU its gradient computes the kernel's gradient inputs^T @ grad from an
-    explicit copy of inputs^T. Left to itself, XLA:CPU folds that transpose into the
-    product, which it then hands to Eigen rather than YNNPACK: (4096, 128)^T @ (4096,
-    512) took 2.0 ms that way and 1.7 ms with the copy, and the benchmark decoder LM's
-    train step went from 59.7 to 55.8 ms with it in its MLPs alone
-    (`experiments/benchmarks/dense.py`). Anything other than a float product of trailing
-    input dimensions with leading kernel dimensions, on at least `DENSE_MIN_ROWS` input
-    rows, without batch dimensions or precision settings, goes to `lax.dot_general`
-    unchanged, as does everything where `dl.xla.cpu_defaults_apply()` is False. Like
-    every custom VJP, it has no forward-mode derivative (jax.jvp, jax.hessian): set
-    `DL_XLA_DEFAULTS=0` for those.
+    On the CPU its gradient computes the kernel's gradient as one product contracting
+    the rows of inputs and grad, `dot_general(inputs, grad)` over axis 0 of both. JAX's
+    own transpose rule copies grad^T first, and an explicit copy of inputs^T (this
+    function's previous form, for YNNPACK's product) cost more than it saved once the
+    copy was of a large activation: XLA fused the copy with the GELU before it, and the
+    copies of the LM's 4096 x 512 MLP inputs took 7-14 ms of the step. The benchmark
+    decoder LM's whole train step, interleaved: 67.0 ms with lax's rule, 62.5 with the
+    copy of inputs^T, 55.0 with this product (`experiments/benchmarks/dense.py`).
+    Anything other than a float product of trailing input dimensions with leading
+    kernel dimensions, on at least `DENSE_MIN_ROWS` input rows, without batch dimensions
+    or precision settings, goes to `lax.dot_general` unchanged, as does everything where
+    `dl.xla.cpu_defaults_apply()` is False. Like every custom VJP, it has no
+    forward-mode derivative (jax.jvp, jax.hessian): set `DL_XLA_DEFAULTS=0` for those.
     """
     if _fast_dense_applies(lhs, rhs, dimension_numbers, precision, preferred_element_type):
         return _dense_product(lhs, rhs, len(dimension_numbers[0][0]))
@@ -433,8 +435,8 @@ def _dense_product_bwd(n, res, g):
         g, w, ((tuple(range(g.ndim - free, g.ndim)), tuple(range(n, w.ndim))), ((), ()))
     )
     rows = math.prod(x.shape[: x.ndim - n])
-    x_t = lax.optimization_barrier(x.reshape(rows, -1).T)  # kept: see dense_dot_general
-    dw = jnp.dot(x_t, g.reshape(rows, -1)).reshape(w.shape)
+    flat = (((0,), (0,)), ((), ()))  # inputs^T @ grad with no transposed copy of either
+    dw = lax.dot_general(x.reshape(rows, -1), g.reshape(rows, -1), flat).reshape(w.shape)
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 

@@ -1,7 +1,7 @@
 """Dense layers on XLA:CPU: `dl.models.layers.dense_dot_general` (the kernel gradient
-from an explicit inputs^T) against `lax.dot_general` (flax's default), for a Dense
-layer's forward plus backward and in the decoder LM's whole train step (steps.py's LM,
-with dl's attention in both).
+as one product over the rows, no transposed copy) against `lax.dot_general` (flax's
+default), for a Dense layer's forward plus backward and in the decoder LM's whole train
+step (steps.py's LM, with dl's attention in both).
 
     python experiments/benchmarks/dense.py [--quick]
 """
