@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+import threadpoolctl
 
 from dl import data, elm
 
@@ -155,3 +156,38 @@ def test_gram_rejects_an_unknown_dtype():
     hidden = elm.init_hidden(jax.random.key(0), 3, 4)
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'; got 'float16'"):
         elm.gram(hidden, np.zeros((5, 3), np.float32), np.zeros((5, 1)), dtype="float16")
+
+
+def _blas_threads():
+    return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("solver", ["primal", "dual"])
+def test_solves_run_on_one_blas_thread_with_the_same_weights(digits_split, monkeypatch, solver):
+    """The Cholesky solves run with OpenBLAS limited to one thread (a speed fix), the
+    thread counts are restored afterwards, and the weights are those of the unlimited
+    solve up to rounding (OpenBLAS's threads split its sums differently)."""
+    import contextlib
+
+    x, y, _ = digits_split
+    seen, solve = [], elm._cholesky_solve
+
+    def recording(*args):
+        out = jax.block_until_ready(solve(*args))
+        seen.append(_blas_threads())
+        return out
+
+    monkeypatch.setattr(elm, "_cholesky_solve", recording)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):  # 2 even on a 1-core machine
+        before = _blas_threads()
+        assert before and min(before) == 2
+        one = elm.ELMClassifier(300, 1e-2, seed=0, solver=solver).fit(x[:500], y[:500])
+        assert seen and all(n == 1 for threads in seen for n in threads), seen
+        assert _blas_threads() == before
+        monkeypatch.setattr(elm, "_one_blas_thread", contextlib.nullcontext)
+        seen.clear()
+        free = elm.ELMClassifier(300, 1e-2, seed=0, solver=solver).fit(x[:500], y[:500])
+        assert seen == [before]
+    scale = np.abs(free.beta_).max()
+    np.testing.assert_allclose(one.beta_, free.beta_, rtol=0, atol=1e-8 * scale)
+    np.testing.assert_array_equal(one.predict(x), free.predict(x))
