@@ -34,7 +34,7 @@ from flax import struct
 from dl import metrics as metrics_lib
 from dl import xla
 from dl._errors import check_positive_int
-from dl.data.batching import batches, epoch_plan, gather_step, num_batches
+from dl.data.batching import EpochPlans, batches, epoch_plan, gather_step, num_batches
 from dl.data.validate import check_arrays
 from dl.losses import LOSSES, get_loss
 from dl.parallel import collective_axis, psum_if_mapped
@@ -901,6 +901,7 @@ def fit(
             steps_per_call = 1
     compile_time = time.perf_counter() - t0
     calls = _CallSize(steps_per_call)
+    plans = EpochPlans(len(x), batch_size, seed)
     eval_fn = strategy.jit_eval_step(eval_step)
 
     def run_eval(data) -> dict[str, float]:
@@ -931,9 +932,9 @@ def fit(
                     )
                     chunks = ((i, i + 1, b) for i, b in enumerate(epoch_batches, start=skip))
                 else:
-                    plan = strategy.put_plan(
-                        epoch_plan(len(x), batch_size, seed, epoch - 1, True, "drop", skip)
-                    )
+                    plan = strategy.put_plan(plans.get(epoch - 1, skip))
+                    if epoch < epochs:
+                        plans.draw_ahead(epoch)  # the next epoch's, before this one's steps
                     chunks = calls.chunks(skip, steps_per_epoch, step, checkpoint_every)
                 for i, stop, batch in chunks:
                     if loop_fn is None:
@@ -950,6 +951,8 @@ def fit(
                         raise TrainingInterrupted(flag.signum, step, mngr and mngr.directory)
                     if checkpoint_every is not None and step % checkpoint_every == 0:
                         save_checkpoint(epoch, stop)
+                if loop_fn is not None:
+                    plans.sort_ahead(epoch)  # on the host while the device trains
                 summary = metrics_lib.summarize(sums)
                 if summary.get("nonfinite_steps") and not _skips_nonfinite(train_step):
                     raise _nonfinite_error(sums, f"epoch {epoch}")

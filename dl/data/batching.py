@@ -49,20 +49,32 @@ def epoch_indices(
     Returns:
       (indices int32, mask float32), both (num_batches, batch_size).
     """
+    idx, mask = _host_indices(n, batch_size, seed, epoch, shuffle, remainder)
+    return jnp.asarray(idx), jnp.asarray(mask)
+
+
+def _host_indices(n, batch_size, seed, epoch, shuffle, remainder, keys=None):
+    """`epoch_indices` as NumPy arrays; `keys` from `_draw_keys` when drawn already."""
     nb = num_batches(n, batch_size, remainder)
     if shuffle:
-        perm = _permutation(jax.random.key(seed), epoch, n)
+        perm = _permutation(_draw_keys(seed, epoch, n) if keys is None else keys, n)
     else:
         perm = np.arange(n, dtype=np.int32)
     total = nb * batch_size
     idx, mask = np.zeros(total, np.int32), np.zeros(total, np.float32)
     idx[: min(n, total)], mask[: min(n, total)] = perm[:total], 1.0
-    return jnp.asarray(idx.reshape(nb, batch_size)), jnp.asarray(mask.reshape(nb, batch_size))
+    return idx.reshape(nb, batch_size), mask.reshape(nb, batch_size)
 
 
-def _permutation(key: jax.Array, epoch: int, n: int) -> np.ndarray:
-    """`jax.random.permutation(fold_in(key, epoch), n)`, the same order, with its sorts
-    done by NumPy.
+def _draw_keys(seed: int, epoch: int, n: int) -> jax.Array:
+    """The random sort keys of `_permutation`, dispatched (not waited for)."""
+    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+    return _sort_keys(jax.random.key(seed), epoch, n=n, rounds=rounds)
+
+
+def _permutation(keys: jax.Array, n: int) -> np.ndarray:
+    """`jax.random.permutation(fold_in(key(seed), epoch), n)`, the same order, from the
+    sort keys `_draw_keys(seed, epoch, n)`, with the sorts done by NumPy.
 
     jax sorts arange(n) by fresh random 32-bit keys a few times (a stable sort, so ties
     keep their order). XLA:CPU runs that key-value sort slowly: 1.3 ms for n = 4000, a
@@ -72,11 +84,10 @@ def _permutation(key: jax.Array, epoch: int, n: int) -> np.ndarray:
     NumPy's SIMD sort of 64-bit integers is fast (4000: 0.5 ms in all; 60000: 4 ms).
     A test checks the order against jax.random.permutation's.
     """
-    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
     perm = np.arange(n, dtype=np.int32)
     position = np.arange(n, dtype=np.uint64)
-    for keys in np.asarray(_sort_keys(key, epoch, n=n, rounds=rounds)):
-        packed = (keys.astype(np.uint64) << np.uint64(32)) | position  # n < 2**31: int32
+    for round_keys in np.asarray(keys):
+        packed = (round_keys.astype(np.uint64) << np.uint64(32)) | position  # n < 2**31
         perm = perm[np.sort(packed) & np.uint64(0xFFFFFFFF)]
     return perm
 
@@ -115,6 +126,47 @@ def epoch_plan(
     if not 0 <= start <= idx.shape[0]:
         raise ValueError(f"start must be in [0, {idx.shape[0]}]; got {start!r}.")
     return idx, mask
+
+
+class EpochPlans:
+    """`fit`'s epoch plans (shuffled, remainder "drop"), each drawn while the epoch
+    before it trains; the same values as `epoch_plan`, as NumPy arrays.
+
+    `draw_ahead(e)` dispatches epoch e's random sort keys (a tiny computation) before
+    the steps of epoch e - 1 are dispatched, so that it does not queue behind them;
+    `sort_ahead(e)`, called once those steps are dispatched, sorts the keys on the host
+    while the device trains; `get(e, start)` returns the plan. Drawn after each epoch's
+    sync instead, the plan kept the device idle 1.2-1.4 ms per epoch, a tenth of an
+    MLP-128 epoch on mnist5k.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, check_positive_int("batch_size", batch_size), seed
+        epoch_plan(n, batch_size, seed, 0, False, "drop", 0)  # its argument checks
+        self._keys: tuple[int, jax.Array] | None = None
+        self._plan: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def _indices(self, epoch: int, keys=None):
+        return _host_indices(self.n, self.batch_size, self.seed, epoch, True, "drop", keys)
+
+    def draw_ahead(self, epoch: int) -> None:
+        self._keys = (epoch, _draw_keys(self.seed, epoch, self.n))
+
+    def sort_ahead(self, epoch: int) -> None:
+        if self._keys is not None and self._keys[0] == epoch:
+            self._plan = (epoch, self._indices(epoch, self._keys[1]))
+            self._keys = None
+
+    def get(self, epoch: int, start: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._plan is not None and self._plan[0] == epoch:
+            idx, mask = self._plan[1]
+        else:
+            keys = self._keys[1] if self._keys is not None and self._keys[0] == epoch else None
+            idx, mask = self._indices(epoch, keys)
+        self._keys = self._plan = None
+        if not 0 <= start <= idx.shape[0]:
+            raise ValueError(f"start must be in [0, {idx.shape[0]}]; got {start!r}.")
+        return idx, mask
 
 
 def gather_rows(x, y, idx, mask) -> dict[str, jax.Array]:

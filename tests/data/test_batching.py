@@ -77,3 +77,27 @@ def test_bad_arguments():
         next(batches(x, y[:4], 2))
     with pytest.raises(ValueError, match="remainder must be 'drop' or 'pad'; got 'keep'"):
         next(batches(x, y, 2, remainder="keep"))
+
+
+def test_epoch_plans_drawn_ahead_equal_epoch_plan():
+    # fit's plans, drawn and sorted during the previous epoch or not, are epoch_plan's
+    from dl.data.batching import EpochPlans, epoch_plan
+
+    plans = EpochPlans(103, 10, seed=7)
+    for epoch, ahead in [(0, False), (1, True), (2, True), (3, False)]:
+        if ahead:
+            plans.draw_ahead(epoch)
+            if epoch == 2:
+                plans.sort_ahead(epoch)
+        idx, mask = plans.get(epoch, 0)
+        want = epoch_plan(103, 10, 7, epoch, True, "drop", 0)
+        np.testing.assert_array_equal(idx, np.asarray(want[0]))
+        np.testing.assert_array_equal(mask, np.asarray(want[1]))
+    plans.draw_ahead(5)  # drawn for another epoch: not used for this one
+    np.testing.assert_array_equal(
+        plans.get(4, 0)[0], np.asarray(epoch_plan(103, 10, 7, 4, True, "drop", 0)[0])
+    )
+    with pytest.raises(ValueError, match=r"start must be in \[0, 10\]; got 11"):
+        plans.get(0, 11)
+    with pytest.raises(ValueError, match="larger than the 103 examples"):
+        EpochPlans(103, 200, seed=0)
