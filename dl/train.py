@@ -339,10 +339,12 @@ def make_train_loop(
     (gather, step, metric sum), per step.
 
     With `loop=False` a call runs the single step `start` (`stop` must be `start + 1`)
-    with no loop around it: still one dispatch per step, not three. XLA:CPU runs a
-    convolution inside a loop body several times slower than outside one (a LeNet-5
-    step 5x slower here; jax-ml/jax#12868), so `fit` uses this form for such steps on
-    CPU (`loops_well`).
+    with no loop around it: still one dispatch per step, not three. XLA:CPU computes
+    the gradients of lax's convolutions inside a loop body up to 100x slower than
+    outside one (jax-ml/jax#12868: it rewrites them for Eigen outside loops only); `dl`'s
+    `Conv` gives the usual ones that form itself (`dl.models.layers._kernel_grad`), but
+    steps with any other convolution (strided, dilated, grouped, bfloat16) use this
+    form on CPU (`loops_well`).
 
     Args:
       train_step: a pure step from `make_train_step` (or one with its signature).
@@ -368,13 +370,38 @@ def make_train_loop(
 
 def loops_well(train_step: Callable, state: TrainState, batch: Batch) -> bool:
     """Whether running `train_step` inside a compiled loop is as fast as calling it
-    once per step: not on CPU when the step has a convolution (see `make_train_loop`)."""
+    once per step: on CPU, only when each of its convolutions (forward and gradients)
+    is a plain channels-last one, batch first and features last in, kernel (*k, in,
+    out), as `dl.models.layers.Conv` computes them (see `make_train_loop`)."""
     return _loops_well(jax.make_jaxpr(train_step)(state, batch))
 
 
 def _loops_well(jaxpr) -> bool:
-    # The printed jaxpr includes the nested ones (pjit, custom_vjp, scan bodies).
-    return jax.default_backend() != "cpu" or "conv_general_dilated" not in str(jaxpr)
+    if jax.default_backend() != "cpu":
+        return True
+    for eqn in _equations(jaxpr.jaxpr):
+        if eqn.primitive.name == "conv_general_dilated":
+            dn = eqn.params["dimension_numbers"]
+            nd = len(dn.lhs_spec) - 2
+            channels_last = (0, nd + 1, *range(1, nd + 1))
+            if (dn.lhs_spec, dn.out_spec, dn.rhs_spec) != (
+                channels_last,
+                channels_last,
+                (nd + 1, nd, *range(nd)),
+            ):
+                return False
+    return True
+
+
+def _equations(jaxpr):
+    """The equations of a jaxpr and of the jaxprs nested in it (pjit, cond, scan, ...)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
 
 
 def zero_metrics(train_step: Callable, state: TrainState, batch: Batch) -> Metrics:
@@ -735,7 +762,7 @@ def fit(
         "auto", which times one step and runs about 50 ms of steps per call. A call
         also ends at the end of an epoch and at a checkpoint; signals are checked
         between calls. The result does not depend on it. On CPU a step with a
-        convolution runs one per call (`loops_well`); "pmap" and several processes
+        convolution other than `dl`'s runs one per call (`loops_well`); "pmap" and several processes
         call the step once per batch.
 
     Returns:

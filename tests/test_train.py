@@ -331,12 +331,15 @@ def _batch(ds, n=64):
     return next(data.batches(*ds.train, n, shuffle=False))
 
 
-def test_conv_steps_run_without_a_loop_on_cpu_and_match_the_looped_form():
-    """XLA:CPU is slow at convolutions inside loops, so fit calls such steps one by one
-    (`loops_well` is False); both forms of `make_train_loop` train alike."""
+def test_conv_steps_run_without_a_loop_on_cpu_and_match_the_looped_form(monkeypatch):
+    """XLA:CPU is slow at lax's convolution gradients inside loops, so fit calls such
+    steps one by one (`loops_well` is False); dl's Conv computes its gradients in a form
+    that loops well. Both forms of `make_train_loop` train alike."""
     ds, model, tx, state = _setup("cnn", channels=(4,), dense=(16,), batch_norm=True)
-    step = train.make_train_step(model, tx)
     batch = _batch(ds)
+    assert train.loops_well(train.make_train_step(model, tx), state, batch)
+    monkeypatch.setenv("DL_XLA_DEFAULTS", "0")  # lax's own convolutions and gradients
+    step = train.make_train_step(model, tx)
     assert not train.loops_well(step, state, batch)  # the suite runs on CPU
     mlp = _setup()
     assert train.loops_well(train.make_train_step(mlp[1], mlp[2]), mlp[3], batch)

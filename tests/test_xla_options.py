@@ -2,6 +2,8 @@
 single-channel sum, the input gradient by rows): all are speed changes, so all must leave
 the results as they were."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import optax
 import pytest
 from jax import lax
 
-from dl import models, train, xla
+from dl import data, models, train, xla
 from dl.models import layers
 
 CPU = jax.default_backend() == "cpu"
@@ -161,6 +163,10 @@ def test_few_channel_conv_input_gradient_by_rows_equals_lax(case):
     assert dx.shape == x.shape
 
 
+def _compiled_grad(conv):
+    return jax.jit(jax.grad(lambda x, k: (conv(x, k) ** 2).sum(), (0, 1)))
+
+
 def test_other_convolutions_go_to_lax_unchanged():
     rng = np.random.default_rng(3)
     x3 = jnp.asarray(rng.normal(size=(2, 8, 8, 3)).astype(np.float32))
@@ -168,29 +174,95 @@ def test_other_convolutions_go_to_lax_unchanged():
     x17 = jnp.asarray(rng.normal(size=(2, 8, 8, 17)).astype(np.float32))
     w = lambda k, ci: jnp.asarray(rng.normal(size=(k, k, ci, 4)).astype(np.float32))  # noqa: E731
     dn = lambda x, w: lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))  # noqa: E731
-    cases = [
+    # plain stride-1 float32 convolutions that are neither shifted sums nor take the
+    # input gradient by rows: lax's forward pass, gradients in the form that loops well
+    plain = [
         (x17, w(3, 17), (1, 1), {}),  # 17 input channels > MAX_ROW_GRAD_CHANNELS
         (x3, w(3, 3)[:1], (1, 1), {}),  # a 1 x 3 kernel
+        (x1, jnp.tile(w(9, 1), 2), (1, 1), {}),  # 81 taps x 8 channels > MAX_SHIFTED_WORK
+        (x1, jnp.tile(w(5, 1), 8), (1, 1), {}),  # 25 taps x 32 channels > MAX_SHIFTED_WORK
+    ]
+    others = [
         (x3, w(3, 3), (2, 2), {}),  # strided
         (x3, w(3, 3), (1, 1), {"lhs_dilation": (2, 2), "padding": ((1, 1), (1, 1))}),
         (x3, w(3, 1)[..., :3], (1, 1), {"feature_group_count": 3}),
         (x3.astype(jnp.bfloat16), w(3, 3).astype(jnp.bfloat16), (1, 1), {}),
-        (x1, jnp.tile(w(9, 1), 2), (1, 1), {}),  # 81 taps x 8 channels > MAX_SHIFTED_WORK
-        (x1, jnp.tile(w(5, 1), 8), (1, 1), {}),  # 25 taps x 32 channels > MAX_SHIFTED_WORK
         (x1, w(3, 1), (2, 2), {}),  # strided
         (x1, w(3, 1), (1, 1), {"rhs_dilation": (2, 2)}),
         (x1.astype(jnp.bfloat16), w(3, 1).astype(jnp.bfloat16), (1, 1), {}),
+        (x3, w(3, 3), (1, 1), {"padding": ((-1, 0), (0, 0))}),  # negative padding
     ]
-    for x, k, strides, kw in cases:
-        pad = kw.pop("padding", "SAME")
+    for cases, custom in ((plain, True), (others, False)):
+        for x, k, strides, kw in cases:
+            pad = kw.pop("padding", "SAME")
 
-        def ours(x, k, strides=strides, kw=kw, pad=pad):
-            d = dn(x, k)
-            return layers.conv_general_dilated(x, k, strides, pad, dimension_numbers=d, **kw)
+            def ours(x, k, strides=strides, kw=kw, pad=pad):
+                d = dn(x, k)
+                return layers.conv_general_dilated(x, k, strides, pad, dimension_numbers=d, **kw)
 
-        assert "custom_vjp" not in str(jax.make_jaxpr(ours)(x, k))
-        ref = lax.conv_general_dilated(x, k, strides, pad, dimension_numbers=dn(x, k), **kw)
-        np.testing.assert_array_equal(np.asarray(ours(x, k), "f4"), np.asarray(ref, "f4"))
+            def ref(x, k, strides=strides, kw=kw, pad=pad):
+                d = dn(x, k)
+                return lax.conv_general_dilated(x, k, strides, pad, dimension_numbers=d, **kw)
+
+            assert ("custom_vjp" in str(jax.make_jaxpr(ours)(x, k))) == custom
+            np.testing.assert_array_equal(np.asarray(ours(x, k), "f4"), np.asarray(ref(x, k), "f4"))
+            if custom:  # and the gradients are lax's, bit for bit (both compiled)
+                pairs = zip(_compiled_grad(ours)(x, k), _compiled_grad(ref)(x, k), strict=True)
+                for a, b in pairs:
+                    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, padding",
+    [
+        ((4, 14, 14, 32), (3, 3, 32, 64), ((1, 1), (1, 1))),
+        ((4, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))),
+        ((4, 14, 14, 6), (5, 5, 6, 16), ((0, 0), (0, 0))),
+        ((4, 20, 3), (4, 3, 5), ((2, 1),)),  # 1-D
+        ((2, 9, 8, 3), (3, 2, 3, 4), ((0, 2), (1, 0))),  # asymmetric
+        ((2, 6, 6, 2), (2, 2, 2, 3), ((3, 3), (0, 0))),  # padding wider than the kernel
+    ],
+)
+def test_convolution_gradients_in_the_loop_friendly_form_equal_lax(shape, kernel, padding):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=kernel).astype(np.float32))
+    f = lambda x, w: layers._lax_conv(x, w, padding)  # noqa: E731
+    dy = jnp.asarray(rng.normal(size=f(x, w).shape).astype(np.float32))
+    want = jax.jit(lambda x, w, dy: jax.vjp(f, x, w)[1](dy))(x, w, dy)
+    got = jax.jit(
+        lambda x, w, dy: (
+            layers._input_grad(x, w, padding, dy),
+            layers._kernel_grad(x, dy, padding),
+        )
+    )(x, w, dy)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.skipif(not CPU, reason="the CPU formulations apply on the CPU only")
+@pytest.mark.parametrize("name", ["lenet5", "cnn"])
+def test_convolutions_inside_the_compiled_train_loop_are_all_in_eigens_form(name):
+    # XLA:CPU rewrites lax's convolution gradients for Eigen outside loops only; inside
+    # fit's loop they were 10-100x slower. dl's Conv gives every convolution of the
+    # step, forward and gradients, that form (b01f_01io->b01f) itself.
+    ds = data.load("mnist5k")
+    model, tx = models.get_model(name, 10), optax.adam(1e-3)
+    state = train.create_state(model, tx, ds.input_shape, seed=0)
+    step = train.make_train_step(model, tx)
+    x, y = jnp.asarray(ds.x_train[:256]), jnp.asarray(ds.y_train[:256])
+    batch = {"x": x[:64], "y": y[:64]}
+    assert train.loops_well(step, state, batch)
+    idx, mask = data.epoch_indices(256, 64)
+    zero = train.zero_metrics(step, state, batch)
+    hlo = (
+        jax.jit(train.make_train_loop(step))
+        .lower(state, zero, x, y, idx, mask, 0, 2)
+        .compile()
+        .as_text()
+    )
+    labels = re.findall(r" convolution\(.*?dim_labels=([^,\s]+)", hlo)
+    assert len(labels) == 4 and set(labels) == {"b01f_01io->b01f"}, labels
 
 
 @pytest.mark.parametrize(
@@ -216,19 +288,19 @@ def test_models_with_the_cpu_convolutions_have_the_plain_gradients(
 
     fast, fast_jaxpr = grads()
     limits = layers.MAX_SHIFTED_WORK, layers.MAX_ROW_GRAD_CHANNELS
-    monkeypatch.setattr(layers, "MAX_SHIFTED_WORK", 0)  # every conv through lax
-    monkeypatch.setattr(layers, "MAX_ROW_GRAD_CHANNELS", 0)
+    monkeypatch.setattr(layers, "MAX_SHIFTED_WORK", 0)  # lax's forward and gradients,
+    monkeypatch.setattr(layers, "MAX_ROW_GRAD_CHANNELS", 0)  # in the loop-friendly form
     plain, plain_jaxpr = grads()
     monkeypatch.setattr(layers, "MAX_SHIFTED_WORK", limits[0])
     monkeypatch.setattr(layers, "MAX_ROW_GRAD_CHANNELS", limits[1])
-    monkeypatch.setenv("DL_XLA_DEFAULTS", "0")  # the switch sends them to lax too
-    _, off_jaxpr = grads()
-    # the shifted sum (first conv) and the gradient by rows (second conv: 6 input
-    # channels) are two more custom VJPs than the poolings' own; the switch turns off all
+    monkeypatch.setenv("DL_XLA_DEFAULTS", "0")  # the switch sends everything to lax
+    off, off_jaxpr = grads()
+    # two convolutions and two poolings with their own VJPs; the switch turns off all
     calls = [str(j).count("custom_vjp_call[") for j in (fast_jaxpr, plain_jaxpr, off_jaxpr)]
-    assert calls == [4 * CPU, 2 * CPU, 0], calls
-    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert calls == [4 * CPU, 4 * CPU, 0], calls
+    for other in (plain, off):
+        for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(other), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_largest_value_bytes_looks_inside_nested_jaxprs():
@@ -321,7 +393,7 @@ _ALLOCATOR_SCRIPT = """
 import hashlib, resource, sys
 import dl
 import jax, numpy as np, optax
-from dl import models, train, xla
+from dl import data, models, train, xla
 
 model = models.get_model("lm", 65, d_model=128, num_layers=2, num_heads=4, mlp_dim=512, max_len=128)
 tx = optax.adam(1e-3)
