@@ -177,9 +177,9 @@ def conv_general_dilated(
     precision=None,
     preferred_element_type=None,
 ):
-    """`lax.conv_general_dilated`, computed differently for two cases on the CPU.
+    """`lax.conv_general_dilated`, computed differently for three cases on the CPU.
 
-    Both apply to channels-last float32 convolutions with stride 1 and no dilation or
+    All apply to channels-last float32 convolutions with stride 1 and no dilation or
     groups, where `dl.xla.cpu_defaults_apply()` (the CPU backend, unless
     `DL_XLA_DEFAULTS=0`); anything else is passed to `lax.conv_general_dilated`
     unchanged.
@@ -189,16 +189,21 @@ def conv_general_dilated(
       inputs. XLA:CPU computes it poorly: LeNet-5's 1->6 5x5 forward took 2.5-3.3 ms at
       batch 128 where the 25 shifted multiply-adds took 0.4-0.6 ms, and 1->32 3x3 1.8
       vs 0.4 ms (`experiments/benchmarks/`). With more taps than output channels the
-      sum is materialised once (`_materialised_sum`). Its gradients are lax's own.
+      sum is materialised once (`_materialised_sum`). Its gradients are lax's, computed
+      as in the third case.
     - 2-D, 2 to `MAX_ROW_GRAD_CHANNELS` input channels, a kernel of at least 2 x 2:
       the forward pass and the kernel's gradient are lax's, the input gradient is
       computed by rows (`_row_transposed`). XLA:CPU's own input gradient is a
       convolution with that few output channels, which Eigen computes slowly (LeNet-5's
       6 -> 16 5x5: 1.9 ms at batch 128, by rows 0.6 ms).
+    - Any other such convolution with non-negative padding: lax's forward pass, and
+      lax's gradients computed as forward convolutions in the channels-last form
+      (`_kernel_grad`, `_input_grad`; bit for bit lax's), which XLA:CPU runs fast in
+      loops too. The two cases above take their kernel gradient the same way.
 
-    Both are custom VJPs, so they have no forward-mode derivative (`jax.jvp`); set
+    All are custom VJPs, so they have no forward-mode derivative (`jax.jvp`); set
     `DL_XLA_DEFAULTS=0` for that. The input gradient by rows sums in another order than
-    lax's (differences of a few float32 ulps). Tests check both paths against lax,
+    lax's (differences of a few float32 ulps). Tests check every path against lax,
     values and gradients.
     """
     args = (lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers)
