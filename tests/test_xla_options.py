@@ -191,6 +191,8 @@ def test_other_convolutions_go_to_lax_unchanged():
         (x1, w(3, 1), (1, 1), {"rhs_dilation": (2, 2)}),
         (x1.astype(jnp.bfloat16), w(3, 1).astype(jnp.bfloat16), (1, 1), {}),
         (x3, w(3, 3), (1, 1), {"padding": ((-1, 0), (0, 0))}),  # negative padding
+        (x1, w(3, 1), (1, 1), {"padding": ((-1, 0), (0, 0))}),  # (the shifted sum raised)
+        (x3, w(3, 3), (1, 1), {"padding": "SAME_LOWER"}),
     ]
     for cases, custom in ((plain, True), (others, False)):
         for x, k, strides, kw in cases:

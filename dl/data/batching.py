@@ -81,7 +81,8 @@ def _permutation(keys: jax.Array, n: int) -> np.ndarray:
     tenth of a small MLP's epoch in `fit`, 24 ms for 60000. Here the random keys come
     from the same calls (`split`, then `bits`) in one compiled call, and NumPy sorts
     key * 2**32 + position: the values are distinct, so this is the stable sort, and
-    NumPy's SIMD sort of 64-bit integers is fast (4000: 0.5 ms in all; 60000: 4 ms).
+    NumPy's SIMD sort of 64-bit integers is fast (the whole plan for 4000: 0.33 ms;
+    for 60000: 1.5 ms).
     A test checks the order against jax.random.permutation's.
     """
     perm = np.arange(n, dtype=np.int32)
@@ -112,6 +113,15 @@ def epoch_plan(
 ) -> tuple[jax.Array, jax.Array]:
     """Check an epoch's arguments and return its `epoch_indices` (shared by `batches` and
     `dl.parallel.Strategy.batches`, so every strategy sees the same batches)."""
+    batch_size = _check_plan_args(n, batch_size, remainder)
+    idx, mask = epoch_indices(
+        n, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, remainder=remainder
+    )
+    _check_start(start, idx.shape[0])
+    return idx, mask
+
+
+def _check_plan_args(n: int, batch_size: int, remainder: Remainder) -> int:
     batch_size = check_positive_int("batch_size", batch_size)
     if n == 0:
         raise ValueError("Cannot batch an empty dataset (0 examples).")
@@ -120,12 +130,12 @@ def epoch_plan(
             f"batch_size {batch_size} is larger than the {n} examples, so remainder='drop' "
             "gives no batch. Lower batch_size or use remainder='pad'."
         )
-    idx, mask = epoch_indices(
-        n, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, remainder=remainder
-    )
-    if not 0 <= start <= idx.shape[0]:
-        raise ValueError(f"start must be in [0, {idx.shape[0]}]; got {start!r}.")
-    return idx, mask
+    return batch_size
+
+
+def _check_start(start: int, steps: int) -> None:
+    if not 0 <= start <= steps:
+        raise ValueError(f"start must be in [0, {steps}]; got {start!r}.")
 
 
 class EpochPlans:
@@ -141,8 +151,7 @@ class EpochPlans:
     """
 
     def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.seed = n, check_positive_int("batch_size", batch_size), seed
-        epoch_plan(n, batch_size, seed, 0, False, "drop", 0)  # its argument checks
+        self.n, self.batch_size, self.seed = n, _check_plan_args(n, batch_size, "drop"), seed
         self._keys: tuple[int, jax.Array] | None = None
         self._plan: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
 
@@ -164,8 +173,7 @@ class EpochPlans:
             keys = self._keys[1] if self._keys is not None and self._keys[0] == epoch else None
             idx, mask = self._indices(epoch, keys)
         self._keys = self._plan = None
-        if not 0 <= start <= idx.shape[0]:
-            raise ValueError(f"start must be in [0, {idx.shape[0]}]; got {start!r}.")
+        _check_start(start, idx.shape[0])
         return idx, mask
 
 

@@ -208,12 +208,13 @@ def conv_general_dilated(
     """
     args = (lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers)
     plain = _plain_f32_conv(*args, feature_group_count, batch_group_count, preferred_element_type)
-    if plain and _use_shifted_sum(lhs, rhs, padding):
-        return _shifted_conv(lhs, rhs, _explicit_padding(lhs, rhs, padding))
-    if plain and _use_row_grad(lhs, rhs, padding):
-        return _row_grad_conv(lhs, rhs, _explicit_padding(lhs, rhs, padding))
-    if plain and _nonnegative_padding(lhs, rhs, padding):
-        return _plain_conv(lhs, rhs, _explicit_padding(lhs, rhs, padding))
+    pads = _explicit_padding(lhs, rhs, padding) if plain else None
+    if pads is not None and min(p for pair in pads for p in pair) >= 0:
+        if _use_shifted_sum(lhs, rhs):
+            return _shifted_conv(lhs, rhs, pads)
+        if _use_row_grad(lhs, rhs, pads):
+            return _row_grad_conv(lhs, rhs, pads)
+        return _plain_conv(lhs, rhs, pads)
     return lax.conv_general_dilated(
         lhs,
         rhs,
@@ -252,25 +253,20 @@ def _plain_f32_conv(lhs, rhs, strides, lhs_dil, rhs_dil, dn, groups, bgroups, pr
     )
 
 
-def _explicit_padding(lhs, rhs, padding) -> tuple[tuple[int, int], ...]:
+def _explicit_padding(lhs, rhs, padding) -> tuple[tuple[int, int], ...] | None:
+    """Padding as (low, high) pairs; None for a padding string other than SAME/VALID."""
     if isinstance(padding, str):
+        if padding not in ("SAME", "VALID"):
+            return None
         strides = (1,) * (lhs.ndim - 2)
         padding = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)
     return tuple(tuple(int(v) for v in p) for p in padding)
 
 
-def _use_shifted_sum(lhs, rhs, padding) -> bool:
+def _use_shifted_sum(lhs, rhs) -> bool:
     if lhs.shape[-1] != 1 or rhs.shape[-2] != 1:
         return False
-    if math.prod(rhs.shape[:-2]) * rhs.shape[-1] > MAX_SHIFTED_WORK:
-        return False
-    return not isinstance(padding, str) or padding in ("SAME", "VALID")
-
-
-def _nonnegative_padding(lhs, rhs, padding) -> bool:
-    if isinstance(padding, str):
-        return padding in ("SAME", "VALID")
-    return all(p >= 0 for pads in _explicit_padding(lhs, rhs, padding) for p in pads)
+    return math.prod(rhs.shape[:-2]) * rhs.shape[-1] <= MAX_SHIFTED_WORK
 
 
 def _use_row_grad(lhs, rhs, padding) -> bool:
@@ -279,8 +275,6 @@ def _use_row_grad(lhs, rhs, padding) -> bool:
     kernel = rhs.shape[:2]
     if min(kernel) < 2:
         return False
-    if isinstance(padding, str):
-        return padding in ("SAME", "VALID")
     # the transposed convolution pads by k - 1 - p: 0 <= p <= k - 1 on each side
     return all(0 <= p <= k - 1 for pads, k in zip(padding, kernel, strict=True) for p in pads)
 
