@@ -46,6 +46,7 @@ def _header(rec: dict) -> list[str]:
     return [
         f"`{rec['command']}`, {rec['date']}{' (quick)' if rec['quick'] else ''}; "
         f"jax {m['jax']} on {m['backend']}, {m['cpu_count']} CPUs"
+        + (f" ({m['cpu']}; {m['isa']})" if m.get("cpu") else "")
         + (f", torch {m['torch']} ({m['torch_threads']} threads)" if "torch" in m else "")
         + ".",
         "",
