@@ -191,3 +191,20 @@ def test_solves_run_on_one_blas_thread_with_the_same_weights(digits_split, monke
     scale = np.abs(free.beta_).max()
     np.testing.assert_allclose(one.beta_, free.beta_, rtol=0, atol=1e-8 * scale)
     np.testing.assert_array_equal(one.predict(x), free.predict(x))
+
+
+@pytest.mark.parametrize("batch_size", [None, 100])
+@pytest.mark.parametrize("bad", ["nan", "inf", "both_infs"])
+def test_nonfinite_inputs_are_rejected(digits_split, bad, batch_size):
+    """NaN or Inf anywhere in x stops the fit, streamed or not (+Inf and -Inf in one
+    column too, whose sum is NaN)."""
+    x, y, _ = digits_split
+    x = x.astype(np.float32).copy()
+    if bad == "nan":
+        x[700, 5] = np.nan
+    elif bad == "inf":
+        x[3, 63] = np.inf
+    else:
+        x[10, 20], x[11, 20] = np.inf, -np.inf
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        elm.ELMClassifier(32, batch_size=batch_size).fit(x, y)
