@@ -67,14 +67,36 @@ def _section(title: str, rec: dict, columns: list[str]) -> list[str]:
 def steps_table(rec) -> list[str]:
     targets = {"mlp": 1.5, "transformer": 1.5, "lenet5": 1.0, "cnn": 1.0}
     columns = ["model", "dl ms/step", "PyTorch ms/step", "speed-up", "target", "verdict"]
+    peak = [r for r in rec["rows"] if r.get("matmul_peak_gflops")]
+    if peak:  # runs since 2026-11-22 also relate each step to the machine's matmul peak
+        columns[4:4] = [
+            "GFLOP/step (XLA)",
+            "dl / PyTorch fraction of the matmul peak",
+            "speed-up of a step at the peak",
+        ]
     lines = _section("Train step against PyTorch eager (CPU)", rec, columns)
     for r in rec["rows"]:
         t = targets.get(r["model"])
         verdict = _mark(r["speedup_vs_torch"] >= t) if t else "no target"
+        extra = "- | - | - | " if peak else ""
+        if "step_gflop" in r:
+            extra = (
+                f"{r['step_gflop']:.2f} | {r['dl_fraction_of_peak']:.0%} / "
+                f"{r['torch_fraction_of_peak']:.0%} | {r['speedup_at_peak']:.2f}x | "
+            )
         lines.append(
             f"| {r['what']} | {r['dl_ms']:.2f} | {r['torch_ms']:.2f} | "
-            f"{r['speedup_vs_torch']:.2f}x | {f'>= {t}x' if t else '-'} | {verdict} |"
+            f"{r['speedup_vs_torch']:.2f}x | {extra}{f'>= {t}x' if t else '-'} | {verdict} |"
         )
+    if peak:
+        lines += [
+            "",
+            f"The matmul peak: {peak[0]['matmul_peak_gflops']:.1f} GFLOP/s (float32, "
+            f"n={peak[0]['peak_matmul_size']}). The fractions divide the time our step's "
+            "FLOPs (XLA's cost analysis) would take at that peak by each side's time; the "
+            "last column is the speed-up over PyTorch of a step running at the peak. "
+            "A dash for steps with a loop inside (the LSTM), whose FLOPs XLA counts once.",
+        ]
     return lines
 
 

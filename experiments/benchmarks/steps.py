@@ -5,6 +5,12 @@ state donated) and PyTorch's eager step (zero_grad, forward, cross-entropy, back
 Adam) on the same batch shape, both with Adam(1e-3), timed in turn over repeats in one
 process. The ratio is PyTorch's median time per step over ours (> 1: `dl` is faster).
 
+Each row also gives the FLOPs of our compiled step (XLA's cost analysis) and the time
+they would take at this machine's measured float32 matmul peak (`flops.matmul_peak`):
+the fraction of that peak each side reaches (PyTorch's with our step's FLOP count: the
+same model), and the speed-up over PyTorch that a step at the peak would have. On a
+machine where PyTorch's step is already near the peak, no step can be much faster.
+
     python experiments/benchmarks/steps.py [--quick] [MODEL ...]
 """
 
@@ -18,6 +24,7 @@ import optax
 import torch
 import torch_models as tm
 from common import interleaved, per_step, quick, save, state_runner, steps_for
+from flops import matmul_peak
 
 from dl import models, train, xla
 
@@ -90,7 +97,15 @@ def dl_runner(case, x, y):
         model, tx, case["shape"], seed=0, input_dtype="int32" if case.get("tokens") else "float32"
     )
     step = xla.jit(train.make_train_step(model, tx), donate_argnums=0)
-    return state_runner(step, state, {"x": jnp.asarray(x), "y": jnp.asarray(y)})
+    batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+    run = state_runner(step, state, batch)
+    compiled = step.lower(state, batch).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost  # a list in older jaxlibs
+    run.flops = float(cost.get("flops", 0.0)) if cost else None
+    if " while(" in compiled.as_text():
+        run.flops = None  # XLA counts a loop body's FLOPs once, not per iteration (LSTM)
+    return run
 
 
 def switched_runner(name: str, switch_off: tuple[object, str] | None = None):
@@ -136,6 +151,7 @@ def main() -> None:
     unknown = sorted(set(only) - set(CASES))
     if unknown:
         raise SystemExit(f"Unknown model(s) {unknown}; choose from {sorted(CASES)}.")
+    peak_n, peak = matmul_peak((1024, 2048), 3 if quick() else 5)
     for name, case in CASES.items():
         if only and name not in only:
             continue
@@ -144,6 +160,7 @@ def main() -> None:
         ours(3)  # compile
         steps = steps_for(theirs, target_s)
         res = interleaved({"dl": per_step(ours, steps), "torch": per_step(theirs, steps)}, repeats)
+        at_peak_s = ours.flops / (peak * 1e9) if ours.flops else None
         rows.append(
             {
                 "model": name,
@@ -153,6 +170,18 @@ def main() -> None:
                 "dl_ms": 1e3 * res["dl"]["median_s"],
                 "torch_ms": 1e3 * res["torch"]["median_s"],
                 "speedup_vs_torch": res["torch"]["median_s"] / res["dl"]["median_s"],
+                "matmul_peak_gflops": peak,
+                "peak_matmul_size": peak_n,
+                **(
+                    {
+                        "step_gflop": ours.flops / 1e9,
+                        "dl_fraction_of_peak": at_peak_s / res["dl"]["median_s"],
+                        "torch_fraction_of_peak": at_peak_s / res["torch"]["median_s"],
+                        "speedup_at_peak": res["torch"]["median_s"] / at_peak_s,
+                    }
+                    if at_peak_s
+                    else {}
+                ),
                 "dl_all_ms": [1e3 * t for t in res["dl"]["all_s"]],
                 "torch_all_ms": [1e3 * t for t in res["torch"]["all_s"]],
             }
