@@ -125,3 +125,51 @@ def test_verdicts_follow_the_numbers_both_ways(report, monkeypatch):
     assert "0.25 FAIL" in md
     assert "## fit_loop\n\nnot run" in md  # a benchmark without results is not a pass
     assert "NOT MEASURED: no GPU" in md
+
+
+def test_steps_table_relates_steps_to_the_matmul_peak(report, monkeypatch):
+    """Runs that measured the peak get its columns (a dash where XLA's FLOP count is
+    missing, as for a step with a loop inside) and the CPU's name in the provenance."""
+    monkeypatch.setattr(sys, "argv", ["report.py"])
+    peak = {"matmul_peak_gflops": 100.0, "peak_matmul_size": 2048}
+    _write(
+        report,
+        "steps_vs_pytorch",
+        [
+            {
+                "model": "transformer",
+                "what": "lm",
+                "dl_ms": 10,
+                "torch_ms": 12,
+                "speedup_vs_torch": 1.2,
+                **peak,
+                "step_gflop": 0.5,
+                "dl_fraction_of_peak": 0.5,
+                "torch_fraction_of_peak": 5 / 12,
+                "speedup_at_peak": 2.4,
+            },
+            {"model": "lstm", "what": "lstm", "dl_ms": 3, "torch_ms": 2, "speedup_vs_torch": 2 / 3}
+            | peak,
+        ],
+    )
+    rec = json.loads((report.RESULTS / "steps_vs_pytorch.json").read_text())
+    rec["machine"] |= {"cpu": "Some CPU", "isa": "avx2 fma"}
+    (report.RESULTS / "steps_vs_pytorch.json").write_text(json.dumps(rec))
+    report.main()
+    md = report.OUT.read_text()
+    assert "| lm | 10.00 | 12.00 | 1.20x | 0.50 | 50% / 42% | 2.40x | >= 1.5x | FAIL |" in md
+    assert "| lstm | 3.00 | 2.00 | 0.67x | - | - | - | - | no target |" in md
+    assert "The matmul peak: 100.0 GFLOP/s (float32, n=2048)" in md
+    assert "2 CPUs (Some CPU; avx2 fma)" in md
+
+
+def test_cpu_model_reads_the_first_processor(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop("common", None)
+    import common
+
+    info = tmp_path / "cpuinfo"
+    block = "processor\t: {}\nmodel name\t: {}\nflags\t\t: fpu sse2 avx2 fma avx512f\n\n"
+    info.write_text(block.format(0, "Chip A") + block.format(1, "Chip B"))
+    assert common.cpu_model(str(info)) == {"cpu": "Chip A", "isa": "avx512f avx2 fma"}
+    assert common.cpu_model(str(tmp_path / "missing")) == {}

@@ -78,13 +78,13 @@ def machine() -> dict:
     return info
 
 
-def cpu_model() -> dict:
+def cpu_model(path: str = "/proc/cpuinfo") -> dict:
     """The CPU's model name and its widest x86 vector extensions, from /proc/cpuinfo (Linux):
     the 2-core machines this project runs on differ (an AVX-512 machine with a 425
     GFLOP/s matmul peak, an AVX2 AMD EPYC with about 130), and ratios against PyTorch
     differ with them."""
     try:
-        text = open("/proc/cpuinfo").read()
+        text = Path(path).read_text()
     except OSError:
         return {}
     fields: dict[str, str] = {}
