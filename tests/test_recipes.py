@@ -13,7 +13,7 @@ from dl.recipes import default_config, train_and_evaluate
     [
         pytest.param("cnn", "mnist5k", 0.97, 1.0, marks=pytest.mark.slow),  # about 80 s
         ("mlp", "mnist5k", 0.94, 1.0),
-        ("cnn", "mnist1d", 0.92, 1.0),  # published 1-D CNN: 94%
+        pytest.param("cnn", "mnist1d", 0.92, 1.0, marks=pytest.mark.slow),  # 1-D CNN: 94%
         ("linear", "mnist1d", 0.29, 0.35),  # published logistic regression: 32%
     ],
 )
@@ -39,6 +39,7 @@ def _quick(model, dataset, tmp_path):
     return train_and_evaluate(config, tmp_path, progress=False, devices=1)
 
 
+@pytest.mark.slow  # about a minute on the AVX2 EPYC
 def test_gru_on_mnist1d_quick(tmp_path):
     res = _quick("gru", "mnist1d", tmp_path)
     assert res["test_accuracy"] >= 0.85, res["test_accuracy"]  # published GRU: 91%
@@ -50,6 +51,7 @@ def test_transformer_on_mnist5k_quick(tmp_path):
     assert res["test_accuracy"] >= 0.95, res["test_accuracy"]
 
 
+@pytest.mark.slow  # 80 s on the AVX2 EPYC
 def test_lstm_solves_the_adding_problem_where_the_simple_rnn_does_not(tmp_path):
     lstm = _quick("lstm", "adding", tmp_path / "lstm")
     rnn = _quick("rnn", "adding", tmp_path / "rnn")

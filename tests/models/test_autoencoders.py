@@ -80,7 +80,10 @@ def test_autoencoder_quick_reconstructs_and_flags_anomalies(tmp_path):
     assert (tmp_path / "reconstructions.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("noise", ["gaussian", "masking"])
+@pytest.mark.parametrize(
+    "noise",
+    ["gaussian", pytest.param("masking", marks=pytest.mark.slow)],  # 30 s each
+)
 def test_denoising_autoencoder_halves_the_noise_quick(noise, tmp_path):
     res = _quick("dae", tmp_path, model_kwargs={"noise": noise})
     den = res["denoising"]
