@@ -10,9 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
-# The two headline experiments take 3.5-4 minutes each in quick mode.
-# The experiment notebooks, and the architecture tour (3 minutes on the AVX2 EPYC, the
-# default suite's longest test; the quickstart notebook stays in the default run)
+# The two headline experiments take 3.5-4 minutes each in quick mode, the architecture
+# tour 3 minutes on the AVX2 EPYC (it was the default run's longest test); the quickstart
+# notebook stays in the default run.
 SLOW = {"hierarchy_of_features.ipynb", "dl_vs_elm.ipynb", "architectures_tour.ipynb"}
 
 
