@@ -58,3 +58,6 @@ def test_quick_numbers_meet_the_issue_acceptance(quick):
     # hpelm agrees to 0.5 points when installed (the test extra installs it).
     if res["hpelm"]["installed"]:
         assert abs(res["hpelm"]["ours_accuracy"] - res["hpelm"]["hpelm_accuracy"]) <= 0.005
+    # ... and its verdict is reported either way: NOT MEASURED (None) without hpelm
+    (row,) = [v for v in res["verdicts"] if "hpelm" in v["claim"]]
+    assert (row["passed"] is None) == (not res["hpelm"]["installed"])
