@@ -220,15 +220,10 @@ def _one_blas_thread():
     more work on this 2-core machine. With one BLAS thread for the solve, whole fits
     went from 92 to 76 ms (float32) and 170 to 135 ms (float64); at width 2000, 217 to
     181 and 499 to 474 ms. threadpoolctl restores the thread count afterwards."""
-    return _blas_controller().limit(limits=1, user_api="blas")
-
-
-@functools.cache
-def _blas_controller() -> threadpoolctl.ThreadpoolController:
-    """threadpoolctl's view of the loaded BLAS libraries, found once: finding them scans
-    the process's shared libraries, 6 ms per ELM fit. The first solve creates it, after
-    JAX has loaded SciPy's OpenBLAS (its LAPACK kernels come from SciPy)."""
-    return threadpoolctl.ThreadpoolController()
+    # threadpoolctl finds the loaded BLAS libraries afresh each time (6 ms a fit): a
+    # controller cached at the first solve missed libraries loaded after it (a test saw
+    # one of two OpenBLAS copies left at 2 threads).
+    return threadpoolctl.threadpool_limits(1, user_api="blas")
 
 
 def solve_primal(hth, htt, ridge: float, *, dtype: str = "float64") -> np.ndarray:
