@@ -29,10 +29,14 @@ that `dl.baselines` uses for every model in the experiments.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import os
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -135,6 +139,47 @@ def _accumulate(activation, hth, htt, w, b, x, t, mask):
     return hth + h.T @ h, htt + h.T @ t.astype(hth.dtype)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=2)
+def _features_and_htt(activation, dtype, htt, w, b, x, t, mask):
+    h = (_features(activation, w, b, x) * mask[:, None]).astype(dtype)
+    return h, htt + h.T @ t.astype(dtype)
+
+
+def _host_gram(sharding) -> bool:
+    """Form H^T H with NumPy on the host? On the CPU backend, `a.T @ a` in NumPy is
+    BLAS's symmetric rank-k update (syrk: NumPy spots a product of an array with its own
+    transpose and computes one triangle, half the FLOPs of a general product), which
+    XLA:CPU has no counterpart for. H is read on the host without a copy. On other
+    backends, or with the batch sharded over devices, XLA forms it where H lies."""
+    return sharding is None and jax.default_backend() == "cpu"
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _host_syrk(h: np.ndarray) -> np.ndarray:
+    """H^T H as a sum of syrk products of row blocks, one Python thread per core, each
+    BLAS call on one thread (the caller holds `_one_blas_thread`; NumPy releases the GIL).
+
+    Why not one syrk on OpenBLAS's own threads: they wait busily for work after a call,
+    and XLA's threads, which compute the next H, share the cores with them. On a 2-core
+    AMD EPYC, float32 H (4000 x 1000): XLA's H^T H 91 ms, one syrk on 2 BLAS threads 50
+    ms but XLA's next H 90 instead of 66 ms, this 38 ms with nothing left spinning
+    ((4000 x 2000): 310, 140 and 133 ms). Whole fits: `experiments/benchmarks/
+    elm_vs_hpelm.py`. The blocks are summed in a fixed order, so the result does not
+    depend on thread timing."""
+    blocks = [b for b in np.array_split(h, min(_cpus(), max(len(h) // 64, 1))) if len(b)]
+    if len(blocks) == 1:
+        return h.T @ h
+    with ThreadPoolExecutor(len(blocks)) as pool:
+        grams = list(pool.map(lambda b: b.T @ b, blocks))
+    return functools.reduce(np.add, grams)
+
+
 def gram(
     hidden: Hidden,
     x,
@@ -172,8 +217,9 @@ def gram(
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
     width = hidden.weights.shape[1]
     t = np.asarray(t, np.float32).reshape(n, -1)
-    with _x64():
-        hth = jnp.zeros((width, width), dtype)
+    host, hth_host = _host_gram(sharding), None
+    with _x64(), _one_blas_thread():
+        hth = None if host else jnp.zeros((width, width), dtype)
         htt = jnp.zeros((width, t.shape[1]), dtype)
         for start in range(0, n, batch_size):
             xb = np.asarray(x[start : start + batch_size], np.float32).reshape(
@@ -190,10 +236,17 @@ def gram(
                 tb = np.concatenate([tb, np.zeros((batch_size - m, tb.shape[1]), np.float32)])
             if sharding is not None:
                 xb, tb, mask = (jax.device_put(a, sharding) for a in (xb, tb, mask))
-            hth, htt = _accumulate(
-                hidden.activation, hth, htt, hidden.weights, hidden.biases, xb, tb, mask
-            )
-        return np.asarray(hth), np.asarray(htt)
+            if host:
+                h, htt = _features_and_htt(
+                    hidden.activation, dtype, htt, hidden.weights, hidden.biases, xb, tb, mask
+                )
+                g = _host_syrk(np.asarray(h))
+                hth_host = g if hth_host is None else hth_host + g
+            else:
+                hth, htt = _accumulate(
+                    hidden.activation, hth, htt, hidden.weights, hidden.biases, xb, tb, mask
+                )
+        return (hth_host if host else np.asarray(hth)), np.asarray(htt)
 
 
 def _check_finite(beta, what: str, ridge: float):
@@ -213,17 +266,33 @@ def _cholesky_solve(a, rhs, ridge):
     return jax.scipy.linalg.cho_solve(factor, rhs)
 
 
+_blas_limit = threading.local()
+
+
+@contextlib.contextmanager
 def _one_blas_thread():
-    """XLA:CPU's Cholesky calls LAPACK in SciPy's OpenBLAS. Run with OpenBLAS's threads,
+    """One BLAS thread inside this block (re-entrant: an inner block costs nothing).
+
+    XLA:CPU's Cholesky calls LAPACK in SciPy's OpenBLAS. Run with OpenBLAS's threads,
     it slowed the computation after it: the next ELM fit's Gram matrix (width 1000,
     mnist5k) took 67 instead of 50 ms, presumably OpenBLAS's threads waiting busily for
     more work on this 2-core machine. With one BLAS thread for the solve, whole fits
     went from 92 to 76 ms (float32) and 170 to 135 ms (float64); at width 2000, 217 to
-    181 and 499 to 474 ms. threadpoolctl restores the thread count afterwards."""
-    # threadpoolctl finds the loaded BLAS libraries afresh each time (6 ms a fit): a
+    181 and 499 to 474 ms. threadpoolctl restores the thread count afterwards. The host
+    Gram matrix (`_host_syrk`) runs its BLAS calls inside it as well."""
+    # threadpoolctl finds the loaded BLAS libraries afresh each time (2-6 ms): a
     # controller cached at the first solve missed libraries loaded after it (a test saw
-    # one of two OpenBLAS copies left at 2 threads).
-    return threadpoolctl.threadpool_limits(1, user_api="blas")
+    # one of two OpenBLAS copies left at 2 threads). A fit takes the limit once, around
+    # both its Gram matrix and its solve.
+    if getattr(_blas_limit, "held", False):
+        yield
+        return
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        _blas_limit.held = True
+        try:
+            yield
+        finally:
+            _blas_limit.held = False
 
 
 def solve_primal(hth, htt, ridge: float, *, dtype: str = "float64") -> np.ndarray:
@@ -290,6 +359,17 @@ def _targets(y, classes: np.ndarray, kind: str) -> np.ndarray:
     return onehot if kind == "one_hot" else 2.0 * onehot - 1.0
 
 
+@jax.jit
+def _moments(x):
+    """Feature means and standard deviations in float64 (call under `_x64`), as the
+    streaming path computes them. In XLA rather than NumPy: NumPy's float64 `std` of a
+    float32 (4000, 784) array took 11 ms of a 150 ms fit (width 1000), its `mean` and the
+    finiteness check 5 more; XLA reads x once for the mean and once for the std."""
+    x = x.astype(jnp.float64)
+    mean = jnp.mean(x, 0)
+    return mean, jnp.sqrt(jnp.mean(jnp.square(x - mean), 0))
+
+
 class _ELMBase:
     """Shared fit machinery; see ELMClassifier for the parameters."""
 
@@ -332,11 +412,12 @@ class _ELMBase:
         if fit:
             if len(x) == 0:
                 raise ValueError("Cannot fit an ELM on an empty dataset (0 examples).")
-            if not np.all(np.isfinite(x)):
+            with _x64():
+                mean, std = (np.asarray(a) for a in _moments(x))
+            # A NaN or an Inf anywhere in a column makes its mean or std non-finite (the
+            # float64 sums of float32 values cannot overflow), so this checks all of x.
+            if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
                 raise ValueError("x contains NaN or Inf; clean the inputs before fitting.")
-            # Statistics in float64, as the streaming path computes them.
-            mean = x.mean(0, dtype=np.float64)
-            std = x.std(0, dtype=np.float64)
             if not self.standardize:
                 mean, std = np.zeros_like(mean), np.ones_like(std)
             self.mean_ = mean.astype(np.float32)
@@ -383,6 +464,11 @@ class _ELMBase:
             distribution=self.distribution,
             scale=self.scale,
         )
+        with _one_blas_thread():
+            self._solve(x, t, n, mean, std)
+        self.fit_time_s_ = time.perf_counter() - t0
+
+    def _solve(self, x, t, n, mean, std) -> None:
         solver = self.solver
         if solver == "auto":
             solver = "dual" if self.width > n and self.batch_size is None else "primal"
@@ -403,7 +489,6 @@ class _ELMBase:
             )
             self.beta_ = solve_primal(hth, htt, self.ridge, dtype=self.dtype)
         self.solver_ = solver
-        self.fit_time_s_ = time.perf_counter() - t0
 
     def decision_function(self, x) -> np.ndarray:
         """H(x) beta: (N, K) scores (class scores or regression outputs)."""

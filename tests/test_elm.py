@@ -178,11 +178,17 @@ def test_solves_run_on_one_blas_thread_with_the_same_weights(digits_split, monke
         return out
 
     monkeypatch.setattr(elm, "_cholesky_solve", recording)
+    syrk_threads, syrk = [], elm._host_syrk
+    monkeypatch.setattr(
+        elm, "_host_syrk", lambda h: syrk_threads.append(_blas_threads()) or syrk(h)
+    )
     with threadpoolctl.threadpool_limits(2, user_api="blas"):  # 2 even on a 1-core machine
         before = _blas_threads()
         assert before and min(before) == 2
         one = elm.ELMClassifier(300, 1e-2, seed=0, solver=solver).fit(x[:500], y[:500])
         assert seen and all(n == 1 for threads in seen for n in threads), seen
+        if solver == "primal":  # the host Gram matrix too
+            assert syrk_threads and all(n == 1 for ts in syrk_threads for n in ts), syrk_threads
         assert _blas_threads() == before
         monkeypatch.setattr(elm, "_one_blas_thread", contextlib.nullcontext)
         seen.clear()
@@ -208,3 +214,43 @@ def test_nonfinite_inputs_are_rejected(digits_split, bad, batch_size):
         x[10, 20], x[11, 20] = np.inf, -np.inf
     with pytest.raises(ValueError, match="x contains NaN or Inf"):
         elm.ELMClassifier(32, batch_size=batch_size).fit(x, y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch_size", [None, 500])
+def test_host_gram_equals_xla_gram(digits_split, monkeypatch, dtype, batch_size):
+    """On the CPU, H^T H is formed by NumPy's syrk on row blocks over Python threads
+    (`_host_syrk`, a speed fix); it equals XLA's H^T H up to rounding, streamed or not,
+    with a row count that does not split evenly over the threads."""
+    x, _, _ = digits_split
+    x = ((x - x.mean(0)) / (x.std(0) + 1)).astype(np.float32)
+    t = np.random.default_rng(0).standard_normal((len(x), 3))
+    hidden = elm.init_hidden(jax.random.key(0), x.shape[1], 300)
+    calls, syrk = [], elm._host_syrk
+    monkeypatch.setattr(elm, "_host_syrk", lambda h: calls.append(h.shape) or syrk(h))
+    monkeypatch.setattr(elm, "_cpus", lambda: 3)  # 1437 rows: blocks of 479
+    hth, htt = elm.gram(hidden, x, t, batch_size=batch_size, dtype=dtype)
+    assert calls == ([(1437, 300)] if batch_size is None else [(500, 300)] * 3)
+    monkeypatch.setattr(elm, "_host_gram", lambda sharding: False)
+    ref_hth, ref_htt = elm.gram(hidden, x, t, batch_size=batch_size, dtype=dtype)
+    assert hth.dtype == ref_hth.dtype == np.dtype(dtype)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(hth, ref_hth, rtol=rtol, atol=rtol * np.abs(ref_hth).max())
+    np.testing.assert_allclose(htt, ref_htt, rtol=rtol, atol=rtol * np.abs(ref_htt).max())
+    np.testing.assert_array_equal(hth, hth.T)  # both triangles filled
+
+
+@pytest.mark.parametrize("rows, cpus", [(1, 4), (100, 1), (130, 2), (1000, 7)])
+def test_host_syrk_sums_its_row_blocks(monkeypatch, rows, cpus):
+    h = np.random.default_rng(rows).standard_normal((rows, 20))
+    monkeypatch.setattr(elm, "_cpus", lambda: cpus)
+    np.testing.assert_allclose(elm._host_syrk(h), h.T @ h, rtol=1e-12, atol=1e-12 * rows)
+
+
+def test_feature_statistics_are_numpy_float64_ones(digits_split):
+    """The fit's means and stds (computed by XLA in float64) are NumPy's float64 ones."""
+    x, y, _ = digits_split
+    model = elm.ELMClassifier(16).fit(x, y)
+    std = x.std(0, dtype=np.float64)
+    np.testing.assert_allclose(model.mean_, x.mean(0, dtype=np.float64), rtol=1e-6)
+    np.testing.assert_allclose(model.std_, np.where(std > 1e-8, std, 1.0), rtol=1e-6)
