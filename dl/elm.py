@@ -145,13 +145,20 @@ def _features_and_htt(activation, dtype, htt, w, b, x, t, mask):
     return h, htt + h.T @ t.astype(dtype)
 
 
-def _host_gram(sharding) -> bool:
+# At most this much memory for the host Gram's per-thread (L, L) partial sums.
+_HOST_GRAM_BYTES = 1 << 30
+
+
+def _host_gram(sharding, width: int, dtype: str) -> bool:
     """Form H^T H with NumPy on the host? On the CPU backend, `a.T @ a` in NumPy is
     BLAS's symmetric rank-k update (syrk: NumPy spots a product of an array with its own
     transpose and computes one triangle, half the FLOPs of a general product), which
     XLA:CPU has no counterpart for. H is read on the host without a copy. On other
-    backends, or with the batch sharded over devices, XLA forms it where H lies."""
-    return sharding is None and jax.default_backend() == "cpu"
+    backends, or with the batch sharded over devices, XLA forms it where H lies; so it
+    does where the threads' partial sums (one (L, L) matrix per core) would take more
+    than `_HOST_GRAM_BYTES`."""
+    partial_sums = _cpus() * width * width * np.dtype(dtype).itemsize
+    return sharding is None and jax.default_backend() == "cpu" and partial_sums <= _HOST_GRAM_BYTES
 
 
 def _cpus() -> int:
@@ -217,7 +224,7 @@ def gram(
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
     width = hidden.weights.shape[1]
     t = np.asarray(t, np.float32).reshape(n, -1)
-    host, hth_host = _host_gram(sharding), None
+    host, hth_host = _host_gram(sharding, width, dtype), None
     with _x64(), _one_blas_thread():
         hth = None if host else jnp.zeros((width, width), dtype)
         htt = jnp.zeros((width, t.shape[1]), dtype)

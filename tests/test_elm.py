@@ -231,8 +231,11 @@ def test_host_gram_equals_xla_gram(digits_split, monkeypatch, dtype, batch_size)
     monkeypatch.setattr(elm, "_cpus", lambda: 3)  # 1437 rows: blocks of 479
     hth, htt = elm.gram(hidden, x, t, batch_size=batch_size, dtype=dtype)
     assert calls == ([(1437, 300)] if batch_size is None else [(500, 300)] * 3)
-    monkeypatch.setattr(elm, "_host_gram", lambda sharding: False)
+    monkeypatch.setattr(elm, "_HOST_GRAM_BYTES", 3 * 300 * 300 * np.dtype(dtype).itemsize - 1)
+    assert not elm._host_gram(None, 300, dtype)  # 3 partial sums over the memory cap
+    n_calls = len(calls)
     ref_hth, ref_htt = elm.gram(hidden, x, t, batch_size=batch_size, dtype=dtype)
+    assert len(calls) == n_calls  # XLA's product this time
     assert hth.dtype == ref_hth.dtype == np.dtype(dtype)
     rtol = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(hth, ref_hth, rtol=rtol, atol=rtol * np.abs(ref_hth).max())
