@@ -19,7 +19,8 @@ weights silently.
 - `select`: k-fold cross-validation of width x ridge (one SVD per width and fold).
 - `fit(..., batch_size=B)` streams the data: H^T H and H^T T are accumulated batch by
   batch (each batch compiled once, padded and masked), so N is not bounded by memory;
-  with `devices=k` each batch is split over k devices (XLA sums the Gram matrices).
+  with `devices=k` each batch is split over k devices (XLA sums the Gram matrices). On
+  one CPU device, H is computed by XLA and H^T H by BLAS's syrk (`_host_syrk`).
 - Everything is a function of a `jax.random` key: the same key gives bitwise the same
   output weights.
 
