@@ -134,16 +134,20 @@ def hidden_features(hidden: Hidden, x) -> jax.Array:
     return _features_jit(hidden.activation, hidden.weights, hidden.biases, jnp.asarray(x))
 
 
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
-def _accumulate(activation, hth, htt, w, b, x, t, mask):
-    h = (_features(activation, w, b, x) * mask[:, None]).astype(hth.dtype)
-    return hth + h.T @ h, htt + h.T @ t.astype(hth.dtype)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=2)
-def _features_and_htt(activation, dtype, htt, w, b, x, t, mask):
+def _batch_features(activation, dtype, htt, w, b, x, t, mask):
+    """A batch's H (masked rows zero) in `dtype`, and H^T T added to `htt`."""
     h = (_features(activation, w, b, x) * mask[:, None]).astype(dtype)
     return h, htt + h.T @ t.astype(dtype)
+
+
+# The host Gram path (`_host_gram`) takes H back; XLA's path adds H^T H itself.
+_features_and_htt = jax.jit(_batch_features, static_argnums=(0, 1), donate_argnums=2)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
+def _accumulate(activation, hth, htt, w, b, x, t, mask):
+    h, htt = _batch_features(activation, hth.dtype, htt, w, b, x, t, mask)
+    return hth + h.T @ h, htt
 
 
 # At most this much memory for the host Gram's per-thread (L, L) partial sums.
@@ -225,9 +229,9 @@ def gram(
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
     width = hidden.weights.shape[1]
     t = np.asarray(t, np.float32).reshape(n, -1)
-    host, hth_host = _host_gram(sharding, width, dtype), None
+    host = _host_gram(sharding, width, dtype)
     with _x64(), _one_blas_thread():
-        hth = None if host else jnp.zeros((width, width), dtype)
+        hth = None if host else jnp.zeros((width, width), dtype)  # host: NumPy, summed below
         htt = jnp.zeros((width, t.shape[1]), dtype)
         for start in range(0, n, batch_size):
             xb = np.asarray(x[start : start + batch_size], np.float32).reshape(
@@ -249,12 +253,12 @@ def gram(
                     hidden.activation, dtype, htt, hidden.weights, hidden.biases, xb, tb, mask
                 )
                 g = _host_syrk(np.asarray(h))
-                hth_host = g if hth_host is None else hth_host + g
+                hth = g if hth is None else hth + g
             else:
                 hth, htt = _accumulate(
                     hidden.activation, hth, htt, hidden.weights, hidden.biases, xb, tb, mask
                 )
-        return (hth_host if host else np.asarray(hth)), np.asarray(htt)
+        return np.asarray(hth), np.asarray(htt)
 
 
 def _check_finite(beta, what: str, ridge: float):
