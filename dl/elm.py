@@ -371,6 +371,13 @@ def _targets(y, classes: np.ndarray, kind: str) -> np.ndarray:
     return onehot if kind == "one_hot" else 2.0 * onehot - 1.0
 
 
+def _nonfinite_error(where: str) -> ValueError:
+    return ValueError(
+        f"x contains NaN or Inf ({where}); clean the inputs (e.g. np.nan_to_num or drop "
+        "those examples) before fitting."
+    )
+
+
 @jax.jit
 def _moments(x):
     """Feature means and standard deviations in float64 (call under `_x64`), as the
@@ -428,8 +435,9 @@ class _ELMBase:
                 mean, std = (np.asarray(a) for a in _moments(x))
             # A NaN or an Inf anywhere in a column makes its mean or std non-finite (the
             # float64 sums of float32 values cannot overflow), so this checks all of x.
-            if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
-                raise ValueError("x contains NaN or Inf; clean the inputs before fitting.")
+            bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))
+            if len(bad):
+                raise _nonfinite_error(f"in feature(s) {bad[:5].tolist()}")
             if not self.standardize:
                 mean, std = np.zeros_like(mean), np.ones_like(std)
             self.mean_ = mean.astype(np.float32)
@@ -449,7 +457,8 @@ class _ELMBase:
         for start in range(0, n, self.batch_size):
             xb = np.asarray(x[start : start + self.batch_size], np.float64).reshape(-1, self._dim)
             if not np.all(np.isfinite(xb)):
-                raise ValueError("x contains NaN or Inf; clean the inputs before fitting.")
+                row, col = np.argwhere(~np.isfinite(xb))[0]
+                raise _nonfinite_error(f"first at example {start + row}, feature {col}")
             total, total_sq = total + xb.sum(0), total_sq + (xb * xb).sum(0)
         mean = total / n
         std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))

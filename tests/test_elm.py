@@ -212,7 +212,15 @@ def test_nonfinite_inputs_are_rejected(digits_split, bad, batch_size):
         x[3, 63] = np.inf
     else:
         x[10, 20], x[11, 20] = np.inf, -np.inf
-    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+    where = {
+        (None, "nan"): r"in feature\(s\) \[5\]",
+        (None, "inf"): r"in feature\(s\) \[63\]",
+        (None, "both_infs"): r"in feature\(s\) \[20\]",
+        (100, "nan"): "first at example 700, feature 5",
+        (100, "inf"): "first at example 3, feature 63",
+        (100, "both_infs"): "first at example 10, feature 20",
+    }[batch_size, bad]
+    with pytest.raises(ValueError, match=rf"x contains NaN or Inf \({where}\); clean the inputs"):
         elm.ELMClassifier(32, batch_size=batch_size).fit(x, y)
 
 
