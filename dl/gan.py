@@ -30,7 +30,7 @@ import optax
 from flax import struct
 
 from dl import metrics as metrics_lib
-from dl import xla
+from dl import kernels as kernels_lib
 from dl._errors import check_positive_int
 from dl.data.batching import batches
 from dl.generative import check_unit_interval
@@ -200,7 +200,7 @@ def fit_gan(
     # their "mask", all ones with remainder="drop").
     t0 = time.perf_counter()
     batch0 = next(batches(xd, yd, batch_size, shuffle=False))
-    compiled = xla.jit(step, donate_argnums=0).lower(state, batch0).compile()
+    compiled = kernels_lib.jit(step, donate_argnums=0, kernels="auto").lower(state, batch0).compile()
     compile_time = time.perf_counter() - t0
     history = []
     for epoch in range(epochs):

@@ -9,11 +9,12 @@ A `Strategy` takes the pure `train_step(state, batch) -> (state, metrics)` and
   gradient, the loss and the BatchNorm statistics are those of the whole global batch
   (BatchNorm is synchronised for free) and the metric sums are global. This is the
   default when more than one device is visible.
-- "pmap": `jax.pmap` over the devices; the batch gets a leading device axis and the
-  state is replicated along it (`replicate` / `unreplicate`). The step is traced with
-  the collective axis name set (see `collective_axis`), so `dl.train`'s step sums the
-  gradients, counts and metrics with `lax.psum`, and `dl.models`' BatchNorm averages its
-  statistics with `lax.pmean`. Kept because users and Colab code ask for it.
+- "pmap": `jax.pmap` over the devices, with the axis named `DATA_AXIS` ("data"); the
+  batch gets a leading device axis and the state is replicated along it (`replicate` /
+  `unreplicate`). The steps must reduce over that axis, as in Flax's ImageNet example:
+  `make_train_step(..., axis_name=DATA_AXIS)` sums gradients, counts and metrics with
+  `lax.psum`, and `get_model(..., axis_name=DATA_AXIS)` averages BatchNorm's statistics.
+  Kept because users and Colab code ask for it.
 
 Every strategy computes the same mathematical step: the loss is the masked mean over
 the global batch. Counts are integers summed exactly; float sums may differ from one
@@ -29,59 +30,25 @@ small enough to replicate.)
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import functools
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dl import xla
+from dl import kernels as kernels_lib
+from dl import metrics as metrics_lib
 from dl._errors import unknown_name
-from dl.data.batching import Remainder, epoch_plan, gather_rows
+from dl.data.batching import EpochPlans, Remainder, epoch_plan, gather_rows
+from dl.step import make_train_loop, zero_metrics
 
 DATA_AXIS = "data"
 STRATEGIES = ("auto", "single", "sharded", "pmap")
-
-_COLLECTIVE_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "dl_collective_axis", default=None
-)
-
-
-def collective_axis() -> str | None:
-    """The named axis to reduce over while a step is traced under `pmap`, else None.
-
-    `dl.train`'s steps and `dl.models.layers.batch_norm` read it at trace time. In your
-    own modules, pass it on: `nn.BatchNorm(..., axis_name=dl.parallel.collective_axis())`.
-    """
-    return _COLLECTIVE_AXIS.get()
-
-
-@contextlib.contextmanager
-def _collective_axis(name: str | None):
-    token = _COLLECTIVE_AXIS.set(name)
-    try:
-        yield
-    finally:
-        _COLLECTIVE_AXIS.reset(token)
-
-
-def _traced_with_axis(fn: Callable, name: str) -> Callable:
-    """`fn` with the collective axis set while it runs, i.e. while pmap traces it."""
-
-    def wrapped(*args):
-        with _collective_axis(name):
-            return fn(*args)
-
-    return wrapped
-
 
 # --------------------------------------------------------------------------- hosts
 
@@ -252,6 +219,7 @@ class Strategy:
     name: str
     devices: tuple
     mesh: Mesh
+    kernels: str = "xla"  # the compiler options of `dl.kernels.jit`
 
     # ---- sizes
     @property
@@ -390,14 +358,17 @@ class Strategy:
 
     # ---- steps
     def _pmap(self, fn: Callable, **kwargs) -> Callable:
-        """pmap over this strategy's devices, traced with the collective axis set. (With
-        several processes pmap takes every process's local devices itself.)"""
+        """pmap over this strategy's devices, axis `DATA_AXIS`. (With several processes
+        pmap takes every process's local devices itself.)"""
         return jax.pmap(
-            _traced_with_axis(fn, DATA_AXIS),
+            fn,
             axis_name=DATA_AXIS,
             devices=None if self.multi_process else self.local_devices,
             **kwargs,
         )
+
+    def _jit(self, fn: Callable, **kwargs):
+        return kernels_lib.jit(fn, kernels=self.kernels, **kwargs)
 
     def compile_train_step(self, train_step: Callable, state, batch, *, donate: bool = True):
         """Compile `train_step` once for placed `state` and `batch` (ahead of time).
@@ -414,11 +385,12 @@ class Strategy:
 
             return step
         if self.name == "single":
-            return xla.jit(train_step, donate_argnums=donate_argnums).lower(state, batch).compile()
+            jitted = self._jit(train_step, donate_argnums=donate_argnums)
+            return jitted.lower(state, batch).compile()
         state_sh = jax.tree.map(lambda _: self.replicated, state)
         batch_sh = jax.tree.map(lambda _: self.batch_sharding, batch)
         return (
-            xla.jit(
+            self._jit(
                 train_step,
                 in_shardings=(state_sh, batch_sh),
                 out_shardings=(state_sh, self.replicated),
@@ -442,14 +414,12 @@ class Strategy:
         host or each device runs its own program ("pmap", several processes): there
         `fit` calls the step once per batch.
         """
-        from dl.train import make_train_loop
-
         if self.name == "pmap" or self.multi_process:
             return None
         bounds = (np.int32(0), np.int32(1))
         if self.name == "single":
             fn = make_train_loop(train_step, loop=loop)
-            jitted = xla.jit(fn, donate_argnums=(0, 1))
+            jitted = self._jit(fn, donate_argnums=(0, 1))
         else:
             fn = make_train_loop(
                 train_step,
@@ -458,7 +428,7 @@ class Strategy:
             )
             rep = self.replicated
             tree_rep = lambda t: jax.tree.map(lambda _: rep, t)  # noqa: E731
-            jitted = xla.jit(
+            jitted = self._jit(
                 fn,
                 in_shardings=(tree_rep(state), tree_rep(sums), rep, rep, rep, rep, rep, rep),
                 out_shardings=(tree_rep(state), tree_rep(sums)),
@@ -476,14 +446,128 @@ class Strategy:
             fn = self._pmap(eval_step)
             return lambda s, b: unreplicate(fn(s, b))  # psum-ed in the step
         if self.name == "single":
-            return xla.jit(eval_step)
-        return xla.jit(eval_step, out_shardings=self.replicated)
+            return self._jit(eval_step)
+        return self._jit(eval_step, out_shardings=self.replicated)
+
+
+class TrainCalls:
+    """Runs an epoch's train steps in compiled calls: what `dl.train.fit` loops over.
+
+    `run(state, sums, epoch, start, stop)` runs steps `start..stop-1` of epoch `epoch`
+    (0-based; the batch order is `dl.data.epoch_plan(seed, epoch)` on every strategy) and
+    adds their metrics to `sums` (None: start from zeros). One device or a mesh: a call
+    is `dl.step.make_train_loop`, compiled once, gathering each batch on the device;
+    `steps_per_call=1` runs one step per call without a loop (XLA:CPU computes lax's
+    convolution gradients slowly inside loops: jax-ml/jax#12868). "pmap" and several
+    processes: one compiled step per batch, the metrics summed on the device.
+    """
+
+    def __init__(self, strategy, train_step, state, data, batch_size, seed, steps_per_call):
+        self.strategy, self.data, self.seed = strategy, data, seed
+        self.batch_size, self.steps_per_call = batch_size, steps_per_call
+        self.steps_per_epoch = _rows(data[0]) // batch_size
+        first = next(strategy.batches(data, batch_size, seed=seed, epoch=0))
+        self._per_batch = strategy.name == "pmap" or strategy.multi_process
+        if self._per_batch:
+            if strategy.name == "pmap":
+                _check_reduces_over(train_step, strategy.get_state(state), first, DATA_AXIS)
+            self._step = strategy.compile_train_step(train_step, state, first)
+            return
+        self._zero = zero_metrics(train_step, state, first)
+        self._plans = EpochPlans(_rows(data[0]), batch_size, seed)
+        plan0 = strategy.put_plan(epoch_plan(_rows(data[0]), batch_size, seed, 0, True, "drop", 0))
+        self._loop = strategy.compile_train_loop(
+            train_step, state, self._zero, data, plan0, loop=steps_per_call > 1
+        )
+        self._plan = None
+
+    def calls(self, start: int, step: int, checkpoint_every: int | None):
+        """(first, stop) of the calls covering steps start.. of an epoch, where `step` is
+        the global step count before `start`: `steps_per_call` steps, ending early at
+        the epoch's end and at each checkpoint step."""
+        i, end = start, self.steps_per_epoch
+        while i < end:
+            stop = min(end, i + self.steps_per_call)
+            if checkpoint_every is not None:
+                stop = min(stop, i + checkpoint_every - step % checkpoint_every)
+            yield i, stop
+            step += stop - i
+            i = stop
+
+    def begin_epoch(self, epoch: int, start: int, last: bool) -> None:
+        """Place epoch `epoch`'s plan and draw the next one's while this one trains."""
+        if self._per_batch:
+            self._batches = self.strategy.batches(
+                self.data, self.batch_size, seed=self.seed, epoch=epoch, start=start
+            )
+            return
+        self._plan = self.strategy.put_plan(self._plans.get(epoch, start))
+        if not last:
+            self._plans.draw_ahead(epoch + 1)
+
+    def run(self, state, sums, start: int, stop: int):
+        """Run steps start..stop-1 of the epoch begun; return (state, sums)."""
+        if self._per_batch:
+            for _ in range(start, stop):
+                state, m = self._step(state, next(self._batches))
+                sums = m if sums is None else metrics_lib.add(sums, m)
+            return state, sums
+        if sums is None:
+            sums = _copy_arrays(self._zero)  # donated by the call
+        args = (*self.data, *self._plan, np.int32(start), np.int32(stop))
+        return self._loop(state, sums, *args)
+
+    def end_epoch(self, epoch: int) -> None:
+        """Sort the next epoch's plan on the host while the device trains."""
+        if not self._per_batch:
+            self._plans.sort_ahead(epoch + 1)
+
+    def sums_like(self, host_sums: dict):
+        """Metric sums restored from a checkpoint, with the dtypes a call expects."""
+        if self._per_batch:
+            return {k: jax.numpy.asarray(v) for k, v in host_sums.items()}
+        return {k: jax.numpy.asarray(v, self._zero[k].dtype) for k, v in host_sums.items()}
+
+
+# The fresh metric sums of each epoch, copied in one call (one dispatch, not one a leaf).
+_copy_arrays = jax.jit(lambda tree: jax.tree.map(jax.numpy.copy, tree))
+
+
+def _equations(jaxpr):
+    """The equations of a jaxpr and of the jaxprs nested in it (pjit, cond, scan, ...)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
+
+
+def _check_reduces_over(train_step, state, batch, axis: str) -> None:
+    """A step run under pmap must sum its gradients over `axis`; one built without
+    `axis_name` would train each device on its own shard."""
+    one = jax.tree.map(lambda a: a[0], batch)
+    jaxpr = jax.make_jaxpr(train_step, axis_env=[(axis, 1)])(state, one)
+    for eqn in _equations(jaxpr.jaxpr):
+        if eqn.primitive.name.startswith("psum") and axis in tuple(eqn.params.get("axes", ())):
+            return
+    raise ValueError(
+        f"The 'pmap' strategy needs a train step that sums over the device axis {axis!r}; "
+        f"this one does not. Build it with make_train_step(..., axis_name={axis!r}) (and "
+        f"the model with get_model(..., axis_name={axis!r}) for BatchNorm)."
+    )
 
 
 def get_strategy(
-    name: str | Strategy = "auto", devices: int | None = None, *, batch_size: int | None = None
+    name: str | Strategy = "auto",
+    devices: int | None = None,
+    *,
+    batch_size: int | None = None,
+    kernels: str = "xla",
 ) -> Strategy:
-    """A `Strategy` by name over the first `devices` devices (all by default).
+    """A `Strategy` by name over the first `devices` devices (all by default), compiling
+    with `dl.kernels.jit(..., kernels=kernels)`.
 
     "auto" is "sharded" when more than one device is used and "single" otherwise. Given
     the global `batch_size` and no device count, "auto" uses the most devices the batch
@@ -515,10 +599,5 @@ def get_strategy(
             f"The 'single' strategy runs on one device; got devices={len(chosen)}. Use "
             "'sharded' or 'pmap' for several."
         )
-    return Strategy(name=name, devices=tuple(chosen), mesh=Mesh(np.array(chosen), (DATA_AXIS,)))
-
-
-def psum_if_mapped(tree: Any) -> Any:
-    """`lax.psum` over the collective axis while traced under pmap; identity otherwise."""
-    axis = collective_axis()
-    return tree if axis is None else jax.lax.psum(tree, axis)
+    mesh = Mesh(np.array(chosen), (DATA_AXIS,))
+    return Strategy(name, tuple(chosen), mesh, kernels_lib.resolve(kernels))

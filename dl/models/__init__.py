@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import flax.linen as nn
 
+from dl import kernels as kernels_lib
 from dl._errors import unknown_name
 from dl.models.autoencoder import Autoencoder, corrupt
 from dl.models.cnn import CNN, LeNet5
@@ -89,13 +90,25 @@ AUTOENCODERS = ("ae", "conv_ae", "dae", "vae")
 GAN_MODELS = ("dcgan", "cgan")
 
 
-def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+def get_model(
+    name: str,
+    num_classes: int,
+    *,
+    kernels: str = "xla",
+    axis_name: str | None = None,
+    **kwargs,
+) -> nn.Module:
     """Build a model by name.
 
     Args:
       name: one of `MODELS`.
       num_classes: size of the output layer (ignored by the AUTOENCODERS, whose output
         has the input's shape).
+      kernels: "xla" (plain JAX: every transformation works), "cpu" (dl's CPU
+        formulations, reverse mode only) or "auto" ("cpu" on the CPU backend); see
+        `dl.kernels`. Given to the models that have convolutions, pooling or
+        attention; "auto" is resolved here, so the model records what it runs.
+      axis_name: the pmap axis that BatchNorm averages over (models with BatchNorm).
       **kwargs: the module's fields (e.g. `widths=(128,)` for "mlp").
 
     Returns:
@@ -111,6 +124,12 @@ def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     ctor = MODELS[name][0]
     cls = MLP if ctor is _linear else getattr(ctor, "module", getattr(ctor, "func", ctor))
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name", "num_classes"}
+    if "kernels" in fields:
+        kwargs["kernels"] = kernels_lib.resolve(kernels)
+    else:
+        kernels_lib.resolve(kernels)  # an unknown name is an error for every model
+    if "axis_name" in fields:
+        kwargs["axis_name"] = axis_name
     fields -= set(getattr(ctor, "keywords", {}))  # fixed by the registry (e.g. cell)
     if ctor is _linear:
         fields -= {"widths"}

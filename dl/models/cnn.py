@@ -6,19 +6,22 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 
-from dl.models.layers import Conv, activation, batch_norm, pool, spatial_dims
+from dl import kernels as kernels_lib
+from dl.models.layers import activation, batch_norm, pool, spatial_dims
 
 
 class LeNet5(nn.Module):
     """LeNet-5 (LeCun et al. 1998) with ReLU and max pooling by default.
 
     conv 6@5x5 (same) -> pool -> conv 16@5x5 (valid) -> pool -> dense 120 -> 84 -> classes.
-    Needs images of at least 16x16 (28x28 MNIST, 32x32 shapes).
+    Needs images of at least 16x16 (28x28 MNIST, 32x32 shapes). `kernels`: "xla" (plain
+    JAX), "cpu" or "auto" (`dl.kernels`), for the convolutions and pooling.
     """
 
     num_classes: int
     activation: str = "relu"
     pool: str = "max"
+    kernels: str = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -28,10 +31,11 @@ class LeNet5(nn.Module):
                 "Use model 'cnn' for small or 1-D inputs."
             )
         act = activation(self.activation)
-        x = act(Conv(6, (5, 5), padding="SAME", name="conv0")(x))
-        x = pool(x, self.pool, 2)
-        x = act(Conv(16, (5, 5), padding="VALID", name="conv1")(x))
-        x = pool(x, self.pool, 2)
+        conv = kernels_lib.conv(self.kernels)
+        x = act(conv(6, (5, 5), padding="SAME", name="conv0")(x))
+        x = pool(x, self.pool, 2, self.kernels)
+        x = act(conv(16, (5, 5), padding="VALID", name="conv1")(x))
+        x = pool(x, self.pool, 2, self.kernels)
         x = x.reshape((x.shape[0], -1))
         x = act(nn.Dense(120, name="dense0")(x))
         x = act(nn.Dense(84, name="dense1")(x))
@@ -59,6 +63,9 @@ class CNN(nn.Module):
       dense: hidden Dense widths of the head.
       global_pool: average over space instead of flattening.
       activation: activation name.
+      kernels: "xla" (plain JAX), "cpu" or "auto": the convolutions' and pooling's
+        formulation (`dl.kernels`).
+      axis_name: the pmap axis BatchNorm averages its statistics over (None: none).
     """
 
     num_classes: int
@@ -73,16 +80,19 @@ class CNN(nn.Module):
     dense: Sequence[int] = (128,)
     global_pool: bool = False
     activation: str = "relu"
+    kernels: str = "xla"
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         nd = spatial_dims(x, "cnn")
         act = activation(self.activation)
+        conv = kernels_lib.conv(self.kernels)
         for b, ch in enumerate(self.channels):
             for j in range(self.convs_per_block):
                 stride = (self.strides if j == 0 else 1,) * nd
                 k = self.first_kernel_size if b == j == 0 and self.first_kernel_size else None
-                x = Conv(
+                x = conv(
                     ch,
                     (k or self.kernel_size,) * nd,
                     strides=stride,
@@ -91,10 +101,10 @@ class CNN(nn.Module):
                     name=f"conv{b}_{j}",
                 )(x)
                 if self.batch_norm:
-                    x = batch_norm(train)(x)
+                    x = batch_norm(train, self.axis_name)(x)
                 x = act(x)
             if min(x.shape[1:-1]) >= 2:
-                x = pool(x, self.pool, 2)
+                x = pool(x, self.pool, 2, self.kernels)
             # Each block's output, for `dl.analysis.activations` (a no-op unless the
             # "intermediates" collection is mutable).
             self.sow("intermediates", f"block{b}", x)

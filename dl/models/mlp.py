@@ -28,6 +28,7 @@ class MLP(nn.Module):
     dropout: float = 0.0
     batch_norm: bool = False
     residual: bool = False
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -37,7 +38,7 @@ class MLP(nn.Module):
             shortcut = x
             x = nn.Dense(width, name=f"dense{i}")(x)
             if self.batch_norm:
-                x = batch_norm(train)(x)
+                x = batch_norm(train, self.axis_name)(x)
             x = act(x)
             if self.residual and shortcut.shape == x.shape:
                 x = x + shortcut

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
 
-from dl.models.layers import Conv, batch_norm, spatial_dims
+from dl import kernels as kernels_lib
+from dl.models.layers import batch_norm as _batch_norm
+from dl.models.layers import spatial_dims
 
 
 class BasicBlock(nn.Module):
@@ -14,10 +17,14 @@ class BasicBlock(nn.Module):
 
     channels: int
     strides: int = 1
+    kernels: str = "xla"
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         nd = x.ndim - 2
+        Conv = kernels_lib.conv(self.kernels)  # noqa: N806  (a layer class)
+        batch_norm = functools.partial(_batch_norm, axis_name=self.axis_name)
         k, s = (3,) * nd, (self.strides,) * nd
         y = Conv(self.channels, k, strides=s, padding="SAME", use_bias=False)(x)
         y = nn.relu(batch_norm(train)(y))
@@ -37,22 +44,32 @@ class ResNet(nn.Module):
       num_classes: output size.
       blocks_per_stage: (3, 3, 3) is ResNet-20; (1, 1, 1) is ResNet-8.
       width: channels of the first stage; doubled at each later stage (stride 2).
+      kernels: "xla" (plain JAX), "cpu" or "auto": the convolutions' formulation.
+      axis_name: the pmap axis BatchNorm averages its statistics over (None: none).
     """
 
     num_classes: int
     blocks_per_stage: Sequence[int] = (3, 3, 3)
     width: int = 16
+    kernels: str = "xla"
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         nd = spatial_dims(x, "resnet")
+        Conv = kernels_lib.conv(self.kernels)  # noqa: N806  (a layer class)
+        batch_norm = functools.partial(_batch_norm, axis_name=self.axis_name)
         x = Conv(self.width, (3,) * nd, padding="SAME", use_bias=False, name="stem")(x)
         x = nn.relu(batch_norm(train)(x))
         for stage, n in enumerate(self.blocks_per_stage):
             for b in range(n):
                 strides = 2 if stage > 0 and b == 0 else 1
-                x = BasicBlock(self.width * 2**stage, strides, name=f"stage{stage}_block{b}")(
-                    x, train
-                )
+                x = BasicBlock(
+                    self.width * 2**stage,
+                    strides,
+                    self.kernels,
+                    self.axis_name,
+                    name=f"stage{stage}_block{b}",
+                )(x, train)
         x = x.mean(axis=tuple(range(1, nd + 1)))
         return nn.Dense(self.num_classes, name="head")(x)

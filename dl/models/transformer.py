@@ -5,7 +5,6 @@ x + MHA(LN(x)), then x + MLP(LN(x)), and a final LayerNorm.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import flax.linen as nn
@@ -13,8 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl.models.attention import attention
-from dl.models.layers import Dense, dense_dot_general
+from dl import kernels as kernels_lib
 from dl.models.recurrent import as_sequence
 
 POSITIONS = ("sinusoidal", "learned", "none")
@@ -54,26 +52,29 @@ class AddPositions(nn.Module):
 class Block(nn.Module):
     """Pre-LN Transformer block: self-attention then MLP, each with a residual.
 
-    The attention is flax's `MultiHeadDotProductAttention` (its parameters) computed by
-    `dl.models.attention.attention`, its projections and the MLP's by
-    `dl.models.layers.dense_dot_general`; `causal=True` masks later tokens."""
+    The attention is flax's `MultiHeadDotProductAttention`; `kernels` (`dl.kernels`)
+    picks the attention's and the products' formulation; `causal=True` masks later
+    tokens."""
 
     num_heads: int
     mlp_dim: int
     dropout: float = 0.0
     causal: bool = False
+    kernels: str = "xla"
 
     @nn.compact
     def __call__(self, x, mask=None, train: bool = False):
         d = x.shape[-1]
+        Dense = kernels_lib.dense(self.kernels)  # noqa: N806  (a layer class)
+        dot_general = kernels_lib.dot_general(self.kernels)
         y = nn.LayerNorm(name="ln1")(x)
         y = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads,
             dropout_rate=self.dropout,
             deterministic=not train,
-            attention_fn=functools.partial(attention, causal=self.causal),
-            qkv_dot_general=dense_dot_general,
-            out_dot_general=dense_dot_general,
+            attention_fn=kernels_lib.attention_fn(self.kernels, causal=self.causal),
+            qkv_dot_general=dot_general,
+            out_dot_general=dot_general,
             name="attn",
         )(y, mask=mask)
         x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
@@ -108,6 +109,8 @@ class TransformerClassifier(nn.Module):
       d_model, num_layers, num_heads, mlp_dim: sizes.
       positions: "sinusoidal", "learned" or "none".
       pool: "mean" over valid tokens or "cls" (a learned class token).
+      kernels: "xla" (plain JAX), "cpu" or "auto": the attention's and products'
+        formulation (`dl.kernels`).
       dropout: dropout on attention weights and residual branches.
       max_len: longest sequence (learned positions).
 
@@ -124,9 +127,11 @@ class TransformerClassifier(nn.Module):
     pool: str = "mean"
     dropout: float = 0.0
     max_len: int = 512
+    kernels: str = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None):
+        Dense = kernels_lib.dense(self.kernels)  # noqa: N806  (a layer class)
         _check_heads(self.d_model, self.num_heads)
         _check_pool(self.pool)
         x = as_sequence(x, type(self).__name__)
@@ -139,9 +144,9 @@ class TransformerClassifier(nn.Module):
             valid = jnp.concatenate([jnp.ones((b, 1), bool), valid], axis=1)
         attn_mask = nn.make_attention_mask(valid, valid)
         for i in range(self.num_layers):
-            x = Block(self.num_heads, self.mlp_dim, self.dropout, name=f"block{i}")(
-                x, attn_mask, train
-            )
+            x = Block(
+                self.num_heads, self.mlp_dim, self.dropout, kernels=self.kernels, name=f"block{i}"
+            )(x, attn_mask, train)
         x = nn.LayerNorm(name="ln_f")(x)
         if self.pool == "cls":
             x = x[:, 0]
@@ -160,6 +165,7 @@ class ViT(nn.Module):
       patch_size: side of the square patches; must divide the image size.
       d_model, num_layers, num_heads, mlp_dim, dropout: sizes.
       pool: "cls" or "mean".
+      kernels: as for `TransformerClassifier`.
     """
 
     num_classes: int
@@ -170,9 +176,11 @@ class ViT(nn.Module):
     mlp_dim: int = 128
     dropout: float = 0.0
     pool: str = "cls"
+    kernels: str = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        Dense = kernels_lib.dense(self.kernels)  # noqa: N806  (a layer class)
         _check_heads(self.d_model, self.num_heads)
         _check_pool(self.pool)
         if x.ndim != 4:
@@ -190,7 +198,9 @@ class ViT(nn.Module):
         x = AddPositions("learned", x.shape[1], name="pos")(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         for i in range(self.num_layers):
-            x = Block(self.num_heads, self.mlp_dim, self.dropout, name=f"block{i}")(x, None, train)
+            x = Block(
+                self.num_heads, self.mlp_dim, self.dropout, kernels=self.kernels, name=f"block{i}"
+            )(x, None, train)
         x = nn.LayerNorm(name="ln_f")(x)
         x = x[:, 0] if self.pool == "cls" else x.mean(axis=1)
         return Dense(self.num_classes, name="head")(x)
@@ -205,6 +215,7 @@ class DecoderLM(nn.Module):
       d_model, num_layers, num_heads, mlp_dim, dropout: sizes.
       max_len: context length (learned positions; generation slides a window this long).
       positions: "learned" or "sinusoidal".
+      kernels: as for `TransformerClassifier`.
     """
 
     num_classes: int
@@ -215,9 +226,11 @@ class DecoderLM(nn.Module):
     dropout: float = 0.0
     max_len: int = 256
     positions: str = "learned"
+    kernels: str = "xla"
 
     @nn.compact
     def __call__(self, tokens, train: bool = False):
+        Dense = kernels_lib.dense(self.kernels)  # noqa: N806  (a layer class)
         _check_heads(self.d_model, self.num_heads)
         if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(
@@ -228,9 +241,14 @@ class DecoderLM(nn.Module):
         x = AddPositions(self.positions, self.max_len, name="pos")(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         for i in range(self.num_layers):
-            x = Block(self.num_heads, self.mlp_dim, self.dropout, causal=True, name=f"block{i}")(
-                x, None, train
-            )
+            x = Block(
+                self.num_heads,
+                self.mlp_dim,
+                self.dropout,
+                causal=True,
+                kernels=self.kernels,
+                name=f"block{i}",
+            )(x, None, train)
         x = nn.LayerNorm(name="ln_f")(x)
         return Dense(self.num_classes, name="head")(x)
 

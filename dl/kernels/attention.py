@@ -3,10 +3,8 @@
 
 Flax's `nn.dot_product_attention` is differentiated by JAX: the softmax's gradient
 becomes several passes over the (B, H, Tq, Tk) weights, and the batched products keep
-the operand order that XLA:CPU runs slowest (P @ V as "bhqk,bkhd": 1.45 ms against 0.79
-ms for the same product with the operands swapped, batch 32, 4 heads, T=128; this
-module's tests and `experiments/benchmarks/attention.py`). `attention` instead has its
-own VJP:
+the operand order that XLA:CPU runs slowest (`experiments/benchmarks/attention.py`).
+`attention` instead has its own VJP:
 
 - forward: s = q k^T / sqrt(d), e = exp(s - max s) (masked entries 0), o = (e v) / sum e,
   normalising the small (B, T, H, d) output instead of the large weights;
@@ -15,15 +13,13 @@ own VJP:
   dv = e^T do'. No reduction over the large weights.
 
 With `causal=True` the queries are cut into blocks and block i multiplies only the keys
-up to its last query, skipping most of the masked upper triangle (4 blocks: 37.5% of the
-products and softmax work).
+up to its last query, skipping most of the masked upper triangle.
 
-It is used on CPU only (unless `DL_XLA_DEFAULTS=0`), and only where it computes exactly
-what flax's does: without attention dropout, `precision` or extra batch dimensions;
-anywhere else `attention` calls `nn.dot_product_attention` with the same arguments.
-Results equal flax's to float32 rounding (tests/models/test_attention.py). Like every
-custom VJP it has no forward-mode derivative (jax.jvp, jax.hessian): set
-`DL_XLA_DEFAULTS=0` for those.
+`attention` uses it only where it computes exactly what flax's does: without attention
+dropout, `precision` or extra batch dimensions; anywhere else it calls
+`reference_attention`, flax's `nn.dot_product_attention` (with the causal mask), which is
+what `kernels="xla"` uses everywhere. Results equal flax's to float32 rounding
+(tests/kernels/test_attention.py). Reverse mode only (`ForwardModeError` otherwise).
 """
 
 from __future__ import annotations
@@ -35,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dl.xla import cpu_defaults_apply
+from dl.kernels._common import reverse_mode_only
 
 CAUSAL_BLOCK = 32  # smallest query block; up to MAX_BLOCKS blocks
 MAX_BLOCKS = 4
@@ -127,13 +123,58 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def _fast_path_applies(query, key, value, mask, dropout_active: bool, precision) -> bool:
-    if not cpu_defaults_apply() or dropout_active or precision is not None:
+    if dropout_active or precision is not None:
         return False
     if query.ndim != 4 or key.ndim != 4 or value.ndim != 4:
         return False  # flax also allows extra batch dimensions; leave those to it
     if not all(jnp.issubdtype(a.dtype, jnp.floating) for a in (query, key, value)):
         return False
     return mask is None or (mask.ndim == 4 and mask.shape[-2:] == (query.shape[1], key.shape[1]))
+
+
+def _check_causal(query, key, causal: bool) -> None:
+    if causal and query.shape[-3] != key.shape[-3]:
+        raise ValueError(
+            f"causal attention needs as many queries as keys; got {query.shape[-3]} queries "
+            f"and {key.shape[-3]} keys."
+        )
+
+
+def reference_attention(
+    query,
+    key,
+    value,
+    mask=None,
+    dropout_rng=None,
+    dropout_rate: float = 0.0,
+    broadcast_dropout: bool = True,
+    deterministic: bool = False,
+    dtype=None,
+    precision=None,
+    *,
+    causal: bool = False,
+):
+    """`nn.dot_product_attention`, with a causal mask added to `mask` when `causal`.
+
+    query (B, Tq, H, d), key and value (B, Tk, H, d); mask broadcastable to
+    (B, H, Tq, Tk), True where attention is allowed. Returns (B, Tq, H, d)."""
+    _check_causal(query, key, causal)
+    if causal:
+        t = query.shape[-3]
+        causal_mask = jnp.tril(jnp.ones((t, t), bool))
+        mask = causal_mask if mask is None else jnp.logical_and(mask, causal_mask)
+    return nn.dot_product_attention(
+        query,
+        key,
+        value,
+        mask=mask,
+        dropout_rng=dropout_rng,
+        dropout_rate=dropout_rate,
+        broadcast_dropout=broadcast_dropout,
+        deterministic=deterministic,
+        dtype=dtype,
+        precision=precision,
+    )
 
 
 def attention(
@@ -150,37 +191,28 @@ def attention(
     *,
     causal: bool = False,
 ):
-    """`nn.dot_product_attention` with this module's VJP where it applies (see the
-    module docstring); `causal=True` adds a causal mask (and its blocks) to `mask`.
-
-    query (B, Tq, H, d), key and value (B, Tk, H, d); mask broadcastable to
-    (B, H, Tq, Tk), True where attention is allowed. Returns (B, Tq, H, d)."""
+    """`reference_attention` with this module's VJP where it applies (see the module
+    docstring); same arguments and results."""
+    _check_causal(query, key, causal)
     dropout_active = dropout_rate > 0.0 and not deterministic
-    if causal and query.shape[-3] != key.shape[-3]:
-        raise ValueError(
-            f"causal attention needs as many queries as keys; got {query.shape[-3]} queries "
-            f"and {key.shape[-3]} keys."
-        )
     if dtype is not None:
         query, key, value = (jnp.asarray(a, dtype) for a in (query, key, value))
     if _fast_path_applies(query, key, value, mask, dropout_active, precision):
+        reverse_mode_only("attention", query, key, value)
         scale = np.float32(1.0 / np.sqrt(query.shape[-1])).astype(query.dtype)
         return _attention(query * scale, key, value, mask, causal)
-    if causal:
-        t = query.shape[-3]
-        causal_mask = jnp.tril(jnp.ones((t, t), bool))
-        mask = causal_mask if mask is None else jnp.logical_and(mask, causal_mask)
-    return nn.dot_product_attention(
+    return reference_attention(
         query,
         key,
         value,
-        mask=mask,
-        dropout_rng=dropout_rng,
-        dropout_rate=dropout_rate,
-        broadcast_dropout=broadcast_dropout,
-        deterministic=deterministic,
-        dtype=dtype,
-        precision=precision,
+        mask,
+        dropout_rng,
+        dropout_rate,
+        broadcast_dropout,
+        deterministic,
+        dtype,
+        precision,
+        causal=causal,
     )
 
 

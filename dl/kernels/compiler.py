@@ -1,37 +1,17 @@
-"""XLA compiler options that `dl` compiles its steps with, and `jit`, which adds them.
+"""The XLA:CPU compiler options of `kernels="cpu"`, and `jit`, which adds them.
 
-On the CPU backend, jaxlib 0.10's XLA hands convolutions to YNNPACK ("ynn fusions")
-by default. On the 2-core machine of `experiments/benchmarks/` that made a small CNN's
-train step 1.33x slower than XLA's own (Eigen) convolutions (47.5 vs 35.8 ms per step,
-LeNet-5 8.6 vs 7.7 ms; `cnn_cpu.py`), while YNNPACK's matrix products are as fast as or faster than
-the alternatives (MLP 1.97 vs 2.28 ms with every YNNPACK fusion off). So `dl` keeps
-YNNPACK for dot products and reductions and turns it off for convolutions, per compiled
-function through `jax.jit`'s `compiler_options`: the process's XLA_FLAGS and the
-user's own `jax.jit` calls are left alone. The reductions stay with YNNPACK for
-precision: with XLA's own float32 reductions, a BatchNorm CNN trained for 15 steps on
-one device and on 8 differed by 1e-3 (with YNNPACK's, by 5e-6, as on the default
-settings; tests/test_parallel.py).
+With `kernels="cpu"` on the CPU backend, `jit` compiles with two options, per compiled
+function (the process's XLA_FLAGS and the user's own `jax.jit` calls are left alone):
 
-The option is left out where it does not apply or where the user chose: on other
-backends, when XLA_FLAGS already sets `xla_cpu_experimental_ynn_fusion_type`, when
-`DL_XLA_DEFAULTS=0`, or when this jaxlib does not know the option (checked once by
-compiling a one-op program with it).
+- YNNPACK for dot products and reductions but not for convolutions, which XLA's own
+  (Eigen) convolutions ran faster (`experiments/benchmarks/cnn_cpu.py`);
+- XLA's per-call temporaries split into blocks of at most 16 MiB (or the program's
+  largest value, when larger; no split above 30 MiB), which glibc's malloc can keep
+  between calls once `tune_host_allocator()` has been called
+  (`experiments/benchmarks/allocator.py`).
 
-Users who compile `dl.train.make_train_step` themselves get the same programs as
-`fit` with `dl.xla.jit(step, donate_argnums=0)`.
-
-XLA:CPU allocates a call's temporaries afresh on every call, by default as one block
-(175 MB for the benchmark decoder LM's train step, 46 MB for its CNN's). glibc's malloc
-serves blocks that large with mmap and returns them with munmap, so each call pays a
-page fault for every page it touches (45,500 per LM step). `dl.xla.jit` therefore also
-asks XLA to split the temporaries into blocks of at most 16 MiB
-(`xla_multiheap_size_constraint_per_heap`), and `tune_host_allocator` (applied by
-`import dl` unless `DL_MALLOC_TUNING=0`) makes malloc keep such blocks' memory between
-calls. XLA logs a warning for every single buffer larger than the limit, so the limit
-is chosen per program from its largest intermediate value (the program is traced once
-at the first call or `lower`, a trace that `jax.jit` reuses): 16 MiB, or the largest
-value where that is larger, and no split at all where a value exceeds 30 MiB (glibc
-would map such a block afresh anyway). Measured in `experiments/benchmarks/allocator.py`.
+Either is left out when XLA_FLAGS already sets it or this jaxlib does not know it
+(checked once by compiling a one-op program). With `kernels="xla"`, `jit` is `jax.jit`.
 """
 
 from __future__ import annotations
@@ -44,7 +24,7 @@ import jax
 import jax.extend
 import numpy as np
 
-from dl._host import host_allocator_tuned, tune_host_allocator  # noqa: F401  (this module's API)
+from dl.kernels._select import resolve
 
 YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 # A repeated enum field: the value lists the YNNPACK fusion types kept, comma-separated
@@ -62,22 +42,17 @@ def _supported(backend: str, option: str, value: str) -> bool:
     return True
 
 
-def cpu_defaults_apply(backend: str | None = None) -> bool:
-    """Whether dl's CPU-specific choices apply on `backend` (default: JAX's default
-    backend): the compiler options and the split here, and the CPU formulations of
-    `dl.models.attention` and `dl.models.layers.dense_dot_general`. True on the CPU
-    backend, unless the environment sets `DL_XLA_DEFAULTS=0`."""
-    backend = backend or jax.default_backend()
-    return backend == "cpu" and os.environ.get("DL_XLA_DEFAULTS", "1") != "0"
+def _cpu_options_apply(kernels: str, backend: str | None) -> bool:
+    return resolve(kernels) == "cpu" and (backend or jax.default_backend()) == "cpu"
 
 
-def compiler_options(backend: str | None = None) -> dict[str, str]:
-    """The XLA options `dl` compiles with on `backend` (default: JAX's default backend).
-
-    {} unless on CPU (see the module docstring for when it is left out)."""
-    backend = backend or jax.default_backend()
-    if not cpu_defaults_apply(backend):
+def compiler_options(kernels: str = "cpu", backend: str | None = None) -> dict[str, str]:
+    """The XLA options `jit(..., kernels=kernels)` compiles with on `backend` (default:
+    JAX's default backend): {} unless the CPU kernels run on the CPU backend (see the
+    module docstring for when it is left out)."""
+    if not _cpu_options_apply(kernels, backend):
         return {}
+    backend = backend or jax.default_backend()
     if YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
         return {}  # the user's own setting wins
     if not _supported(backend, YNN_OPTION, YNN_NO_CONVOLUTIONS):
@@ -87,7 +62,7 @@ def compiler_options(backend: str | None = None) -> dict[str, str]:
 
 HEAP_OPTION = "xla_multiheap_size_constraint_per_heap"
 _MiB = 1 << 20
-HEAP_LIMIT = 16 * _MiB  # alone, it took the CNN step from 31.5 to 18.5 ms (allocator.py)
+HEAP_LIMIT = 16 * _MiB
 HEAP_LARGEST = 30 * _MiB  # above this a value's block would be mmap-ed anyway: no split
 
 
@@ -142,11 +117,11 @@ class Jitted:
     first call or `lower` (see the module docstring). Later calls use the same choice
     (`jax.jit` still compiles once per input shape)."""
 
-    def __init__(self, fun: Callable, options: dict[str, str], kwargs: dict):
+    def __init__(self, fun: Callable, options: dict[str, str], kwargs: dict, *, split: bool):
         functools.update_wrapper(self, fun)  # first: fun's __dict__ must not replace ours
         self._fun, self._options, self._kwargs = fun, options, kwargs
         self._base = jax.jit(fun, compiler_options=options or None, **kwargs)
-        split = options.get(HEAP_OPTION) is None and _split_applies()
+        split = split and options.get(HEAP_OPTION) is None
         self._chosen = None if split else self._base
         self.heap_limit: int | None = None
 
@@ -175,18 +150,19 @@ class Jitted:
         return self._base.eval_shape(*args, **kwargs)
 
 
-def _split_applies(backend: str | None = None) -> bool:
-    backend = backend or jax.default_backend()
-    if not cpu_defaults_apply(backend):
+def _split_applies(kernels: str = "cpu", backend: str | None = None) -> bool:
+    if not _cpu_options_apply(kernels, backend):
         return False
     if HEAP_OPTION in os.environ.get("XLA_FLAGS", ""):
         return False  # the user's own setting wins
-    return _supported(backend, HEAP_OPTION, str(HEAP_LIMIT))
+    return _supported(backend or jax.default_backend(), HEAP_OPTION, str(HEAP_LIMIT))
 
 
-def jit(fun: Callable, **kwargs) -> Jitted:
-    """`jax.jit(fun, **kwargs)` with `compiler_options()` added (options given in
-    `kwargs["compiler_options"]` take precedence) and, on CPU, XLA's temporaries split
-    into blocks (see `Jitted`)."""
-    options = {**compiler_options(), **(kwargs.pop("compiler_options", None) or {})}
-    return Jitted(fun, options, kwargs)
+def jit(fun: Callable, *, kernels: str = "xla", **kwargs):
+    """`jax.jit(fun, **kwargs)`; with `kernels="cpu"` (or "auto" on the CPU backend) it
+    adds `compiler_options()` (options given in `kwargs["compiler_options"]` take
+    precedence) and splits XLA's temporaries into blocks (see `Jitted`)."""
+    if resolve(kernels) == "xla":
+        return jax.jit(fun, **kwargs)
+    options = {**compiler_options(kernels), **(kwargs.pop("compiler_options", None) or {})}
+    return Jitted(fun, options, kwargs, split=_split_applies(kernels))

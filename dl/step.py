@@ -1,0 +1,449 @@
+"""The pure steps: a train state, `make_train_step` and `make_eval_step`.
+
+1. `TrainState` is a pytree (step, params, batch_stats, opt_state, rng); the model's
+   input shape and class count ride along as static metadata for error messages.
+2. `make_train_step` / `make_eval_step` build PURE functions `(state, batch) -> ...`
+   from `model.apply`, a loss and an optax transformation. Dropout and augmentation keys
+   are `fold_in(state.rng, state.step)`, so a step is a function of its inputs only.
+   Metrics are sums and counts (`dl.metrics`).
+3. `make_train_loop` runs many steps in one compiled call (what `dl.train.fit` runs).
+
+Compile them with `jax.jit` (or `dl.kernels.jit`), or let `dl.train.fit` and
+`dl.parallel` do it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from dl import kernels as kernels_lib
+from dl import metrics as metrics_lib
+from dl.data.batching import batches, gather_step
+from dl.data.validate import check_arrays
+from dl.losses import LOSSES, get_loss
+
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@struct.dataclass
+class TrainState:
+    """Everything that changes during training, as one pytree.
+
+    Attributes:
+      step: number of optimizer steps taken (int32 scalar).
+      params: model parameters.
+      batch_stats: BatchNorm running statistics ({} for models without BatchNorm).
+      opt_state: the optax state.
+      rng: the run's root key; the key of step t is `fold_in(rng, t)`.
+      input_shape: per-example input shape the model was built for (static metadata).
+      num_classes: size of the model's output (static metadata).
+      input_dtype: "float32", or "int32" for token ids (static metadata).
+      output_shape: per-example output shape, e.g. (10,) or (T, vocab) (static).
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+    input_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
+    num_classes: int = struct.field(pytree_node=False, default=0)
+    input_dtype: str = struct.field(pytree_node=False, default="float32")
+    output_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
+
+
+def create_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    input_shape,
+    *,
+    seed: int = 0,
+    key: jax.Array | None = None,
+    input_dtype: str = "float32",
+) -> TrainState:
+    """Initialise parameters, batch statistics and optimizer state.
+
+    Args:
+      model: a Linen module called as `model(x, train=...)`.
+      tx: an optax transformation (e.g. from `dl.optim.make_optimizer`).
+      input_shape: the per-example input shape, e.g. `dataset.input_shape`.
+      seed: seed of the root key (ignored when `key` is given).
+      key: a `jax.random.key` to use instead of `seed`.
+      input_dtype: "float32" for numbers, "int32" for token ids (`dataset.input_dtype`).
+
+    Returns:
+      A `TrainState` at step 0.
+    """
+    try:
+        input_shape = tuple(int(d) for d in input_shape)
+    except TypeError:
+        raise ValueError(
+            f"input_shape must be a tuple of ints such as (28, 28, 1); got {input_shape!r}."
+        ) from None
+    if not input_shape or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be non-empty with positive sizes; got {input_shape}.")
+    if input_dtype not in ("float32", "int32"):
+        raise ValueError(f"input_dtype must be 'float32' or 'int32'; got {input_dtype!r}.")
+    root = jax.random.key(seed) if key is None else key
+    init_key, dropout_key, run_key = jax.random.split(root, 3)
+    x = jnp.zeros((1, *input_shape), input_dtype)
+
+    def init(k_params, k_dropout):
+        return model.init({"params": k_params, "dropout": k_dropout}, x, train=False)
+
+    try:
+        # Shape first: a wrong input shape fails here, cheaply, before any compilation.
+        abstract = jax.eval_shape(init, init_key, dropout_key)
+        out = jax.eval_shape(lambda v: model.apply(v, x, train=False), abstract)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"Could not build {type(model).__name__} for inputs of shape {input_shape}: {e}"
+        ) from e
+    variables = jax.jit(init)(init_key, dropout_key)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=run_key,
+        input_shape=input_shape,
+        num_classes=int(out.shape[-1]),
+        input_dtype=input_dtype,
+        output_shape=tuple(int(d) for d in out.shape[1:]),
+    )
+
+
+def _unpack(state: TrainState, batch: Batch):
+    """Check a batch's structure and static shapes at trace time; return (x, y, mask)."""
+    if not isinstance(batch, Mapping) or "x" not in batch or "y" not in batch:
+        got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+        raise ValueError(f'A batch must be a dict with keys "x", "y" (and "mask"); got {got}.')
+    x, y = batch["x"], batch["y"]
+    if state.input_shape and tuple(x.shape[1:]) != state.input_shape:
+        raise ValueError(
+            f"Batch x has shape {tuple(x.shape)}, i.e. examples of shape {tuple(x.shape[1:])}, "
+            f"but the model was built for examples of shape {state.input_shape}."
+        )
+    if y.shape[:1] != x.shape[:1]:
+        raise ValueError(f"Batch x has {x.shape[0]} examples but y has shape {tuple(y.shape)}.")
+    mask = batch.get("mask")
+    if mask is None:
+        mask = jnp.ones((x.shape[0],), jnp.float32)
+    if x.dtype != jnp.dtype(state.input_dtype):
+        x = x.astype(state.input_dtype)
+    return x, y, mask
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _check_compute_dtype(compute_dtype: str | None) -> None:
+    if compute_dtype is not None and compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"compute_dtype must be one of {COMPUTE_DTYPES} or None; got {compute_dtype!r}."
+        )
+
+
+def _cast_floats(tree, dtype):
+    return jax.tree.map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+    )
+
+
+def _apply(model, params, batch_stats, x, *, train: bool, rngs=None, compute_dtype=None):
+    """model.apply -> (outputs, new batch_stats, auxiliary losses).
+
+    Auxiliary losses are what the model sowed into the "losses" collection (e.g. the
+    VAE's KL term): {name: per-example values (B,)}, added to the objective by the train
+    step and reported as separate metrics. Empty for most models.
+
+    With `compute_dtype="bfloat16"` (mixed precision) the float32 parameters and float
+    inputs are cast to bfloat16 for the forward and backward passes; gradients reach the
+    float32 parameters through the cast, BatchNorm statistics stay float32 (flax reduces
+    them in float32), and outputs and auxiliary losses come back as float32, so the loss
+    and the optimizer run in float32.
+    """
+    mixed = compute_dtype not in (None, "float32")
+    if mixed:
+        params = _cast_floats(params, compute_dtype)
+        x = _cast_floats(x, compute_dtype)
+    variables = {"params": params}
+    mutable = ["losses"]
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+        if train:
+            mutable.append("batch_stats")
+    out, mutated = model.apply(variables, x, train=train, rngs=rngs, mutable=mutable)
+    aux = {name: sum(values) for name, values in mutated.get("losses", {}).items()}
+    new_stats = mutated.get("batch_stats", batch_stats)
+    if mixed:
+        out, aux = _cast_floats((out, aux), jnp.float32)
+        new_stats = jax.tree.map(lambda n, o: n.astype(o.dtype), new_stats, batch_stats)
+    return out, new_stats, aux
+
+
+# Evaluation draws the model's "noise" (e.g. the VAE's latent sample) from a fixed key, so
+# that evaluating the same state twice gives the same numbers.
+_EVAL_NOISE_SEED = 0
+
+
+def _check_loss(loss: str) -> None:
+    if loss not in LOSSES:
+        get_loss(loss)  # raises the standard unknown-name error
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    *,
+    loss: str = "cross_entropy",
+    label_smoothing: float = 0.0,
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    skip_nonfinite: bool = False,
+    compute_dtype: str | None = None,
+    axis_name: str | None = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """Build the pure train step `(state, batch) -> (state, metrics)`.
+
+    The step is not compiled here: `fit` compiles it once with donation, and `dl.parallel`
+    can compile the same function for many devices. Jitting it yourself is fine too.
+
+    Every step checks that its loss and gradients are finite and reports it in the
+    metrics ("nonfinite", "first_nonfinite_step") without a host sync; `fit` stops with
+    an error naming the step. With `skip_nonfinite=True` a non-finite step leaves
+    params, batch_stats and opt_state unchanged instead (the step counter still advances),
+    like `optax.apply_if_finite` but covering the BatchNorm statistics too, and reports
+    them as "skipped" in the metrics (so `fit` goes on).
+
+    Args:
+      model: the Linen module.
+      tx: the optax transformation the state was created with.
+      loss: "cross_entropy" (integer labels), "mse" or "binary_cross_entropy".
+      label_smoothing: for cross-entropy only.
+      augment: optional pure `(key, x) -> x` applied to the batch inside the step
+        (e.g. `dl.data.random_shift`).
+      skip_nonfinite: skip updates whose loss or gradient is NaN or Inf.
+      compute_dtype: None or "float32" (default), or "bfloat16" for mixed precision:
+        the model runs in bfloat16 on float32 master parameters, and the loss,
+        gradients and optimizer stay float32. Meant for GPUs and TPUs.
+      axis_name: the pmap axis to sum gradients, counts and metrics over (as in Flax's
+        ImageNet example); None under `jax.jit` with or without shardings. The "pmap"
+        strategy of `dl.parallel` needs `dl.parallel.DATA_AXIS`.
+
+    Returns:
+      train_step(state, batch) with batch {"x", "y", "mask"?}; the loss is the mean over
+      examples with mask 1; metrics are sums (`loss_sum`, `correct`, `count`,
+      `nonfinite`, `skipped`) and `first_nonfinite_step`.
+    """
+    _check_loss(loss)
+    _check_compute_dtype(compute_dtype)
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing!r}.")
+    if label_smoothing and loss != "cross_entropy":
+        raise ValueError(f"label_smoothing applies to cross_entropy only; loss is {loss!r}.")
+
+    def per_example(logits, y):
+        return _per_position_loss(loss, logits, y, label_smoothing)
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        x, y, mask = _unpack(state, batch)
+        # Under pmap each device holds part of the global batch: the loss is this part's
+        # sum over the global count, and gradients and metrics are psum-ed over axis_name.
+        key = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))  # own noise per device
+        aug_key, dropout_key = jax.random.split(key)
+        noise_key = jax.random.fold_in(dropout_key, 1)  # input corruption, VAE samples
+        if augment is not None:
+            x = augment(aug_key, x)
+
+        def objective(params):
+            rngs = {"dropout": dropout_key, "noise": noise_key}
+            logits, new_stats, aux = _apply(
+                model,
+                params,
+                state.batch_stats,
+                x,
+                train=True,
+                rngs=rngs,
+                compute_dtype=compute_dtype,
+            )
+            per_ex = per_example(logits, y)  # (B,) or (B, T) with one label per step
+            total = per_ex + sum(aux.values()) if aux else per_ex
+            m = metrics_lib.label_weights(mask, y, per_ex.shape, loss)
+            count = _psum(jnp.sum(m), axis_name)
+            return jnp.sum(total * m) / jnp.maximum(count, 1.0), (logits, per_ex, aux, new_stats)
+
+        (loss_value, (logits, per_ex, aux, new_stats)), grads = jax.value_and_grad(
+            objective, has_aux=True
+        )(state.params)
+        loss_value, grads = _psum((loss_value, grads), axis_name)
+        finite = jnp.isfinite(loss_value) & _all_finite(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new = (optax.apply_updates(state.params, updates), new_stats, opt_state)
+        if skip_nonfinite:
+            old = (state.params, state.batch_stats, state.opt_state)
+            new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        new_state = state.replace(
+            step=state.step + 1, params=new[0], batch_stats=new[1], opt_state=new[2]
+        )
+        # A skipped step's loss and accuracy count nowhere.
+        metrics = metrics_lib.loss_and_accuracy(
+            logits,
+            y,
+            jnp.where(finite, per_ex, 0.0),
+            mask * finite,
+            loss=loss,
+            aux={k: jnp.where(finite, v, 0.0) for k, v in aux.items()},
+        )
+        metrics = _psum(metrics, axis_name)
+        metrics["nonfinite"] = (~finite).astype(jnp.int32)
+        metrics["skipped"] = (~finite & skip_nonfinite).astype(jnp.int32)
+        metrics["first_nonfinite_step"] = jnp.where(
+            finite, metrics_lib.NO_STEP, state.step + 1
+        ).astype(jnp.int32)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_train_loop(
+    train_step: Callable, *, constrain: Callable | None = None, loop: bool = True
+) -> Callable:
+    """Run many steps of `train_step` in one call: the fit loop's inner loop.
+
+    Returns the pure `loop(state, sums, x, y, idx, mask, start, stop) -> (state, sums)`.
+    It runs steps `start..stop-1` of an epoch plan (`idx`, `mask` of shape
+    (steps, batch), from `dl.data.epoch_indices`) in a `lax.fori_loop`: step i gathers
+    batch `idx[i]` of the device-resident (x, y) and adds its metrics to `sums` (from
+    `zero_metrics`). Compiled once, it serves any `start` and `stop`, so a call can stop
+    at a checkpoint or a signal check and the result does not depend on how an epoch is
+    cut into calls. Small models gain most: the host dispatches one call, not three
+    (gather, step, metric sum), per step.
+
+    With `loop=False` a call runs the single step `start` (`stop` must be `start + 1`)
+    with no loop around it: still one dispatch per step, not three. XLA:CPU computes
+    the gradients of lax's convolutions inside a loop body up to 100x slower than
+    outside one (jax-ml/jax#12868: it rewrites them for Eigen outside loops only); `dl`'s
+    `Conv` gives the usual ones that form itself (`dl.models.layers._kernel_grad`), but
+    steps with any other convolution (strided, dilated, grouped, bfloat16) use this
+    form on CPU (`loops_well`).
+
+    Args:
+      train_step: a pure step from `make_train_step` (or one with its signature).
+      constrain: applied to each gathered batch (the sharded strategy places it).
+      loop: False for one step per call, without a loop.
+    """
+
+    def train_loop(state, sums, x, y, idx, mask, start, stop):
+        def body(i, carry):
+            st, acc = carry
+            batch = gather_step(x, y, idx, mask, i)
+            if constrain is not None:
+                batch = constrain(batch)
+            st, m = train_step(st, batch)
+            return st, metrics_lib.add(acc, m)
+
+        if not loop:
+            return body(start, (state, sums))
+        return jax.lax.fori_loop(start, stop, body, (state, sums))
+
+    return train_loop
+
+
+def zero_metrics(train_step: Callable, state: TrainState, batch: Batch) -> Metrics:
+    """The identity of `dl.metrics.add` for `train_step`'s metrics: zeros, and
+    `dl.metrics.NO_STEP` for the keys combined by minimum."""
+    return _zero_metrics(jax.eval_shape(train_step, state, batch)[1])
+
+
+def _zero_metrics(shapes) -> Metrics:
+    return {
+        k: jnp.full(v.shape, metrics_lib.NO_STEP if k in metrics_lib.MIN_KEYS else 0, v.dtype)
+        for k, v in shapes.items()
+    }
+
+
+def _psum(tree, axis_name: str | None):
+    """`lax.psum` over `axis_name` (a pmap axis); the identity for None."""
+    return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _per_position_loss(loss: str, logits, y, label_smoothing: float = 0.0):
+    """The loss per example or position; unlabelled positions (label -1) get a finite
+    placeholder here and weight 0 from `dl.metrics.label_weights`."""
+    if loss == "cross_entropy":
+        return get_loss(loss)(logits, jnp.maximum(y, 0), label_smoothing)
+    return get_loss(loss)(logits, y)
+
+
+def make_eval_step(
+    model: nn.Module,
+    *,
+    loss: str = "cross_entropy",
+    compute_dtype: str | None = None,
+    axis_name: str | None = None,
+) -> Callable[[TrainState, Batch], Metrics]:
+    """Build the pure eval step `(state, batch) -> metrics` (inference mode, summed
+    metrics); `compute_dtype` and `axis_name` as in `make_train_step`."""
+    _check_loss(loss)
+    _check_compute_dtype(compute_dtype)
+
+    def eval_step(state: TrainState, batch: Batch) -> Metrics:
+        x, y, mask = _unpack(state, batch)
+        rngs = {"noise": jax.random.key(_EVAL_NOISE_SEED)}
+        logits, _, aux = _apply(
+            model,
+            state.params,
+            state.batch_stats,
+            x,
+            train=False,
+            rngs=rngs,
+            compute_dtype=compute_dtype,
+        )
+        per_ex = _per_position_loss(loss, logits, y)
+        return _psum(
+            metrics_lib.loss_and_accuracy(logits, y, per_ex, mask, loss=loss, aux=aux),
+            axis_name,
+        )
+
+    return eval_step
+
+
+def predict(
+    model: nn.Module, state: TrainState, x, *, batch_size: int = 512, kernels: str = "xla"
+) -> np.ndarray:
+    """Model outputs (logits) for inputs `x`, in inference mode, as a numpy array;
+    `kernels` picks the compiler options (`dl.kernels.jit`)."""
+    x, _ = check_arrays(
+        x,
+        np.zeros(len(x), np.int32),
+        input_shape=state.input_shape,
+        name="x",
+        integer_inputs=state.input_dtype == "int32",
+    )
+    fn = kernels_lib.jit(
+        lambda s, xb: _apply(model, s.params, s.batch_stats, xb, train=False)[0], kernels=kernels
+    )
+    out = [
+        fn(state, b["x"])
+        for b in batches(x, np.zeros(len(x), np.int32), batch_size, shuffle=False, remainder="pad")
+    ]
+    return np.concatenate([np.asarray(o) for o in out])[: len(x)]
+
+
