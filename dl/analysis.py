@@ -644,36 +644,32 @@ def train_frozen(
     Returns:
       (test accuracy after the last epoch, trained params).
     """
-    from dl import data, optim
+    from dl import optim
     from dl import train as tr
+    from dl.recipes import default_steps_per_call
 
     x, y = np.asarray(train[0], np.float32), np.asarray(train[1])
-    steps = data.num_batches(len(x), batch_size) * epochs
-    base = optim.make_optimizer(
-        "adam", steps, learning_rate=learning_rate, schedule="warmup_cosine"
-    )
-    probe = tr.create_state(model, optax.identity(), x.shape[1:], seed=seed)
-    unknown = (set(copy or {}) | set(frozen)) - set(probe.params)
+    names = set(jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1]))["params"])
+    unknown = (set(copy or {}) | set(frozen)) - names
     if unknown:
-        raise ValueError(
-            f"Unknown module(s) {sorted(unknown)}; the model has {sorted(probe.params)}."
-        )
+        raise ValueError(f"Unknown module(s) {sorted(unknown)}; the model has {sorted(names)}.")
     frozen_set = set(frozen)
-    tx = freeze(base, probe.params, lambda name: name in frozen_set)
-    params = dict(probe.params)
-    for name, p in (copy or {}).items():
-        params[name] = jax.tree.map(jnp.asarray, p)
-    state = probe.replace(params=params, opt_state=tx.init(params))
-    result = tr.fit(
-        state,
-        tr.make_train_step(model, tx),
-        tr.make_eval_step(model),
-        (x, y),
+    config = tr.FitConfig(
         epochs=epochs,
         batch_size=batch_size,
-        eval_data={"test": test},
-        eval_every=epochs,
+        optimizer=optim.OptimizerConfig("adam", learning_rate, "warmup_cosine"),
         seed=seed,
+        eval_every=epochs,
+        steps_per_call=default_steps_per_call(model),
+        kernels="auto",
+    )
+    result = tr.train(
+        model,
+        (x, y),
+        config,
+        params=copy,
+        frozen=lambda name: name in frozen_set,
+        eval_data={"test": test},
         progress=False,
         handle_signals=False,
         devices=1,

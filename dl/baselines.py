@@ -149,7 +149,7 @@ def run(
 
 class DeepClassifier:
     """A `dl` model behind fit / predict: `dl.recipes.default_config(model, dataset)`
-    with overrides, trained by `dl.train.fit` on the arrays given to `fit`.
+    with overrides, trained by `dl.train.train` on the arrays given to `fit`.
 
     After `fit`, `history_` has one row per epoch (with "test/accuracy" when
     `eval_data` was given, for time-to-accuracy measurements) and `extra_` the epoch
@@ -167,24 +167,17 @@ class DeepClassifier:
         return {"model": c.model, "epochs": c.epochs, "learning_rate": c.learning_rate}
 
     def fit(self, x, y) -> DeepClassifier:
-        from dl import data, models, optim, train
+        from dl import models, train
 
         c = self.config
         x = np.asarray(x, np.float32)
         num_classes = int(np.max(y)) + 1
-        self.model_ = models.get_model(c.model, num_classes, **c.model_kwargs)
-        steps = data.num_batches(len(x), c.batch_size) * c.epochs
-        tx = optim.make_optimizer(optim.OptimizerConfig(**c.optimizer_kwargs()), steps)
-        state = train.create_state(self.model_, tx, x.shape[1:], seed=c.seed)
-        result = train.fit(
-            state,
-            train.make_train_step(self.model_, tx, augment=data.AUGMENTATIONS[c.augment]),
-            train.make_eval_step(self.model_),
+        self.model_ = models.get_model(c.model, num_classes, kernels=c.kernels, **c.model_kwargs)
+        result = train.train(
+            self.model_,
             (x, y),
-            epochs=c.epochs,
-            batch_size=c.batch_size,
+            c.fit_config(self.model_),
             eval_data={"test": self.eval_data} if self.eval_data is not None else None,
-            seed=c.seed,
             progress=False,
             devices=1,
         )
@@ -202,7 +195,8 @@ class DeepClassifier:
 
         from dl import train
 
-        logits = train.predict(self.model_, self.state_, np.asarray(x, np.float32))
+        x = np.asarray(x, np.float32)
+        logits = train.predict(self.model_, self.state_, x, kernels=self.config.kernels)
         return np.asarray(jax.nn.softmax(logits, axis=-1))
 
     def predict(self, x) -> np.ndarray:

@@ -83,6 +83,7 @@ def _cmd_train(args) -> int:
         checkpoint_every=args.checkpoint_every,
         skip_nonfinite=args.skip_nonfinite or None,
         compute_dtype=args.compute_dtype,
+        kernels=args.kernels,
         model_kwargs=_parse_kv(args.model_arg, "--model-arg"),
         dataset_kwargs=_parse_kv(args.dataset_arg, "--dataset-arg"),
     )
@@ -289,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (sharded when there are several devices), single, sharded (jit with "
         "shardings) or pmap",
     )
+    t.add_argument(
+        "--kernels",
+        choices=("auto", "xla", "cpu"),
+        help="auto (default: dl's CPU kernels on the CPU backend), xla (plain JAX) or cpu",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(fn=_cmd_train)
     return p
@@ -297,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in ("train", "reproduce"):
+            from dl.kernels import tune_host_allocator
+
+            # A process-wide setting, so the CLI makes it, never `import dl`.
+            tune_host_allocator()
         if args.command == "train":
             from dl.parallel import initialize
 

@@ -29,8 +29,8 @@ import numpy as np
 import optax
 from flax import struct
 
-from dl import metrics as metrics_lib
 from dl import kernels as kernels_lib
+from dl import metrics as metrics_lib
 from dl._errors import check_positive_int
 from dl.data.batching import batches
 from dl.generative import check_unit_interval
@@ -180,10 +180,12 @@ def fit_gan(
     batch_size: int = 64,
     seed: int = 0,
     on_epoch: Callable[[int, GANState], None] | None = None,
+    kernels: str = "xla",
 ) -> GANResult:
-    """Train for `epochs` over (x, y): `step` compiled once (state donated), batches
-    gathered on the device from resident data, shuffled from (seed, epoch), the last
-    partial batch dropped. One host sync per epoch."""
+    """Train for `epochs` over (x, y): `step` compiled once (state donated, with
+    `dl.kernels.jit(..., kernels=kernels)`), batches gathered on the device from
+    resident data, shuffled from (seed, epoch), the last partial batch dropped. One host
+    sync per epoch."""
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     x = np.asarray(x, np.float32)
@@ -200,7 +202,9 @@ def fit_gan(
     # their "mask", all ones with remainder="drop").
     t0 = time.perf_counter()
     batch0 = next(batches(xd, yd, batch_size, shuffle=False))
-    compiled = kernels_lib.jit(step, donate_argnums=0, kernels="auto").lower(state, batch0).compile()
+    compiled = (
+        kernels_lib.jit(step, donate_argnums=0, kernels=kernels).lower(state, batch0).compile()
+    )
     compile_time = time.perf_counter() - t0
     history = []
     for epoch in range(epochs):
@@ -246,134 +250,3 @@ def judge_samples(probabilities, num_classes: int) -> dict[str, Any]:
         "class_counts": counts.tolist(),
         "classes_present": int((counts > 0).sum()),
     }
-
-
-def train_judge(ds, *, epochs: int = 8, seed: int = 0) -> tuple[Callable, float]:
-    """Train the judging classifier on the real training images. Returns
-    (probabilities(x) -> (N, K) numpy, its test accuracy)."""
-    from dl.baselines import DeepClassifier
-
-    # `dl train`'s cnn recipe (two conv blocks, shift augmentation), at a constant rate.
-    judge = DeepClassifier(
-        "cnn", ds.name, epochs=epochs, schedule="constant", augment="shift", seed=seed
-    )
-    judge.fit(*ds.train)
-    acc = float(np.mean(judge.predict(ds.x_test) == ds.y_test))
-    return judge.predict_proba, acc
-
-
-def plot_gan_curves(history, path) -> None:
-    """Discriminator and generator losses, and D's mean output on real and generated
-    images, per epoch."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    epochs = [h["epoch"] for h in history]
-    for i, keys in enumerate((("d_loss", "g_loss"), ("d_real", "d_fake"))):
-        ax = fig.add_subplot(1, 2, i + 1)
-        for k in keys:
-            ax.plot(epochs, [h[k] for h in history], label=k)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def train_and_evaluate_gan(config, out, *, progress: bool = True) -> dict[str, Any]:
-    """`dl train` for the GANs ("dcgan", "cgan"): train, write samples.png (and
-    samples_by_class.png for a cGAN), curves.png, metrics.jsonl, results.json, and judge
-    1000 samples with a CNN trained on the real training set (`train_judge`), next to
-    two controls: the judge on real test images and on uniform noise."""
-    import json
-
-    from dl import data, models
-    from dl.plotting import save_image_grid
-    from dl.recipes import environment
-
-    t_start = time.perf_counter()
-    ds = data.load(config.dataset, **config.dataset_kwargs)
-    check_unit_interval(ds.x_train, f"dataset {config.dataset!r}")
-    if len(ds.input_shape) != 3:
-        raise ValueError(
-            f"GANs here generate images (H, W, C); dataset {config.dataset!r} has examples "
-            f"of shape {ds.input_shape}. Use mnist5k or shapes."
-        )
-    model = models.get_model(
-        config.model, ds.num_classes, image_shape=ds.input_shape, **config.model_kwargs
-    )
-    if config.optimizer != "adam" or config.schedule != "constant" or config.weight_decay:
-        raise ValueError(
-            "GANs train with Adam(learning_rate, b1=0.5) at a constant rate and no weight "
-            f"decay; got optimizer={config.optimizer!r}, schedule={config.schedule!r}, "
-            f"weight_decay={config.weight_decay}. Change only --lr."
-        )
-    g_tx, d_tx = make_optimizers(config.learning_rate)
-    state = create_gan_state(model, g_tx, d_tx, seed=config.seed)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.epochs, desc=f"{config.model} on {config.dataset}")
-    try:
-        result = fit_gan(
-            state,
-            make_gan_step(model, g_tx, d_tx),
-            *ds.train,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            on_epoch=(lambda e, s: bar.update(1)) if bar is not None else None,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
-    with open(out / "metrics.jsonl", "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in result.history)
-    key = jax.random.key(config.seed)
-    n = 1000
-    labels = np.arange(n) % ds.num_classes
-    samples = sample(model, result.state, key, n, labels)
-    save_image_grid(samples[:100], out / "samples.png")
-    if model.conditional:  # one row per class
-        by_class = sample(model, result.state, key, 10 * ds.num_classes, np.arange(100) // 10)
-        save_image_grid(by_class, out / "samples_by_class.png")
-    plot_gan_curves(result.history, out / "curves.png")
-    judge, judge_acc = train_judge(ds, seed=config.seed)
-    verdict = judge_samples(judge(samples), ds.num_classes)
-    noise = np.random.default_rng(config.seed).uniform(0, 1, samples.shape).astype(np.float32)
-    results = {
-        "task": "generation",
-        "test_accuracy": None,
-        "test_loss": None,
-        "samples": {"n": n, **verdict},
-        "judge": {
-            "model": "cnn",
-            "test_accuracy": judge_acc,
-            "mean_confidence_real_test": judge_samples(judge(ds.x_test), ds.num_classes)[
-                "mean_confidence"
-            ],
-            "mean_confidence_uniform_noise": judge_samples(judge(noise), ds.num_classes)[
-                "mean_confidence"
-            ],
-        },
-        "train_time_s": result.train_time_s,
-        "compile_time_s": result.compile_time_s,
-        "total_time_s": time.perf_counter() - t_start,
-        "epochs": len(result.history),
-        "steps": int(result.state.step),
-        "num_params": {
-            "generator": int(sum(p.size for p in jax.tree.leaves(result.state.g_params))),
-            "discriminator": int(sum(p.size for p in jax.tree.leaves(result.state.d_params))),
-        },
-        "parallel": {"strategy": "single", "devices": 1},
-        "dataset": {"name": ds.name, "train": len(ds.x_train), "test": len(ds.x_test), "val": 0},
-        "config": config.to_dict(),
-        "env": environment(),
-        "history": result.history,
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    results["out_dir"] = str(out)
-    return results

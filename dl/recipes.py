@@ -14,9 +14,11 @@ import json
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from dl._errors import check_fraction, check_positive_int, unknown_name
 
@@ -153,6 +155,8 @@ class TrainConfig:
       checkpoint_every: steps between checkpoints (None: every epoch).
       skip_nonfinite: skip steps with a NaN/Inf loss or gradient instead of stopping.
       compute_dtype: "float32", or "bfloat16" for mixed precision (`dl.train`).
+      kernels: "auto" (dl's CPU kernels on the CPU backend), "xla" or "cpu" (`dl.kernels`).
+      steps_per_call: train steps per compiled call; None: `default_steps_per_call`.
       model_kwargs: fields of the model (e.g. {"widths": (128,)}).
       dataset_kwargs: options of the dataset loader.
     """
@@ -174,6 +178,8 @@ class TrainConfig:
     checkpoint_every: int | None = None
     skip_nonfinite: bool = False
     compute_dtype: str = "float32"
+    kernels: str = "auto"
+    steps_per_call: int | None = None
     model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dataset_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -207,6 +213,30 @@ class TrainConfig:
                     "val_fraction is 0. Add --val-fraction 0.1 (early stopping never looks "
                     "at the test set)."
                 )
+        from dl.kernels import resolve
+
+        resolve(self.kernels)  # an unknown name is an error here
+        if self.steps_per_call is not None:
+            check_positive_int("steps_per_call", self.steps_per_call)
+
+    def fit_config(self, model, *, loss: str = "cross_entropy"):
+        """The `dl.train.FitConfig` of this run for `model` (built from this config)."""
+        from dl.optim import OptimizerConfig
+        from dl.train import FitConfig
+
+        return FitConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=OptimizerConfig(**self.optimizer_kwargs()),
+            loss=loss,
+            label_smoothing=self.label_smoothing,
+            augment=self.augment,
+            skip_nonfinite=self.skip_nonfinite,
+            compute_dtype=self.compute_dtype,
+            seed=self.seed,
+            steps_per_call=self.steps_per_call or default_steps_per_call(model),
+            kernels=self.kernels,
+        )
 
     def optimizer_kwargs(self) -> dict[str, Any]:
         return dict(
@@ -219,6 +249,25 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
+
+
+# Steps per compiled call (`dl.train.fit`): many for models whose steps run as fast in
+# a compiled loop as alone, one for those with strided or transposed convolutions, whose
+# gradients XLA:CPU computes far more slowly inside loops (jax-ml/jax#12868).
+LOOP_STEPS = 32
+
+
+def default_steps_per_call(model) -> int:
+    """`LOOP_STEPS`, or 1 for a model with strided or transposed convolutions (ResNet,
+    ViT's patches, the conv autoencoder, a CNN with strides > 1, the GANs)."""
+    from dl import models
+
+    strided = (models.ResNet, models.ViT, models.DCGAN)
+    if isinstance(model, strided) or getattr(model, "kind", None) == "conv":
+        return 1
+    if getattr(model, "strides", 1) != 1:
+        return 1
+    return LOOP_STEPS
 
 
 def default_config(
@@ -439,16 +488,14 @@ def train_and_evaluate(
     """
     import jax
 
-    from dl import data, models, optim, train
-    from dl.parallel import get_strategy
+    from dl import data, models, train
+    from dl.parallel import DATA_AXIS, get_strategy
     from dl.plotting import plot_curves
 
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
     out.mkdir(parents=True, exist_ok=True)
     if config.model in models.GAN_MODELS:  # two networks, two optimizers: dl.gan
-        from dl.gan import train_and_evaluate_gan
-
         if resume:
             raise ValueError("GAN runs do not write checkpoints yet, so they cannot resume.")
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -471,7 +518,14 @@ def train_and_evaluate(
                 else f"Use a language model ({', '.join(models.TOKEN_MODELS)})."
             )
         )
-    model = models.get_model(config.model, ds.num_classes, **config.model_kwargs)
+    axis_name = DATA_AXIS if strategy == "pmap" else None
+    model = models.get_model(
+        config.model,
+        ds.num_classes,
+        kernels=config.kernels,
+        axis_name=axis_name,
+        **config.model_kwargs,
+    )
     task, loss = ds.task, ds.loss
     x_train, y_train = ds.train
     test = ds.test
@@ -487,11 +541,6 @@ def train_and_evaluate(
             x_train, y_train, config.val_fraction, seed=config.seed
         )
     eval_data["test"] = test  # monitored for the curves only; never used for selection
-    steps = data.num_batches(len(x_train), config.batch_size) * config.epochs
-    tx = optim.make_optimizer(optim.OptimizerConfig(**config.optimizer_kwargs()), steps)
-    state = train.create_state(
-        model, tx, ds.input_shape, seed=config.seed, input_dtype=ds.input_dtype
-    )
     early = (
         train.EarlyStopping(
             "val/accuracy" if task == "classification" else "val/loss", patience=config.patience
@@ -499,24 +548,14 @@ def train_and_evaluate(
         if config.patience is not None
         else None
     )
-    result = train.fit(
-        state,
-        train.make_train_step(
-            model,
-            tx,
-            loss=loss,
-            label_smoothing=config.label_smoothing,
-            augment=data.AUGMENTATIONS[config.augment],
-            skip_nonfinite=config.skip_nonfinite,
-            compute_dtype=config.compute_dtype,
-        ),
-        train.make_eval_step(model, loss=loss, compute_dtype=config.compute_dtype),
+    result = train.train(
+        model,
         (x_train, y_train),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
+        config.fit_config(model, loss=loss),
+        input_dtype=ds.input_dtype,
+        axis_name=axis_name,
         eval_data=eval_data,
         early_stopping=early,
-        seed=config.seed,
         metrics_path=out / "metrics.jsonl" if writer else None,
         progress=progress,
         checkpoint_dir=out / "checkpoints",
@@ -528,10 +567,10 @@ def train_and_evaluate(
         devices=devices,
     )
     final = train.evaluate(
-        train.make_eval_step(model, loss=loss),
+        train.make_eval_step(model, loss=loss, axis_name=axis_name),
         result.state,
         *test,
-        strategy=get_strategy(result.strategy, result.num_devices),
+        strategy=get_strategy(result.strategy, result.num_devices, kernels=result.kernels),
     )
     if writer:
         title = f"{config.model} on {config.dataset}"
@@ -555,6 +594,7 @@ def train_and_evaluate(
         "stopped_early": result.stopped_early,
         "num_params": int(sum(p.size for p in jax.tree.leaves(result.state.params))),
         "parallel": {"strategy": result.strategy, "devices": result.num_devices},
+        "kernels": result.kernels,
         "dataset": {
             "name": ds.name,
             "train": len(x_train),
@@ -572,5 +612,158 @@ def train_and_evaluate(
         (out / "results.json").write_text(json.dumps(results, indent=2))
         if "samples" in results:
             (out / "samples.txt").write_text("\n\n----\n\n".join(results["samples"]))
+    results["out_dir"] = str(out)
+    return results
+
+
+# --------------------------------------------------------------------------- GANs
+
+
+def train_judge(ds, *, epochs: int = 8, seed: int = 0) -> tuple[Callable, float]:
+    """Train the judging classifier on the real training images. Returns
+    (probabilities(x) -> (N, K) numpy, its test accuracy)."""
+    import jax
+
+    from dl import models, train
+
+    # `dl train`'s cnn recipe (two conv blocks, shift augmentation), at a constant rate.
+    config = default_config(
+        "cnn", ds.name, epochs=epochs, schedule="constant", augment="shift", seed=seed
+    )
+    model = models.get_model("cnn", ds.num_classes, kernels=config.kernels, **config.model_kwargs)
+    result = train.train(model, ds.train, config.fit_config(model), progress=False, devices=1)
+
+    def probabilities(x):
+        logits = train.predict(
+            model, result.state, np.asarray(x, np.float32), kernels=config.kernels
+        )
+        return np.asarray(jax.nn.softmax(logits, axis=-1))
+
+    acc = float(np.mean(probabilities(ds.x_test).argmax(1) == ds.y_test))
+    return probabilities, acc
+
+
+def plot_gan_curves(history, path) -> None:
+    """Discriminator and generator losses, and D's mean output on real and generated
+    images, per epoch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    epochs = [h["epoch"] for h in history]
+    for i, keys in enumerate((("d_loss", "g_loss"), ("d_real", "d_fake"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for k in keys:
+            ax.plot(epochs, [h[k] for h in history], label=k)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def train_and_evaluate_gan(config, out, *, progress: bool = True) -> dict[str, Any]:
+    """`dl train` for the GANs ("dcgan", "cgan"): train, write samples.png (and
+    samples_by_class.png for a cGAN), curves.png, metrics.jsonl, results.json, and judge
+    1000 samples with a CNN trained on the real training set (`train_judge`), next to
+    two controls: the judge on real test images and on uniform noise."""
+    import jax
+
+    from dl import data, models
+    from dl.gan import (
+        create_gan_state,
+        fit_gan,
+        judge_samples,
+        make_gan_step,
+        make_optimizers,
+        sample,
+    )
+    from dl.generative import check_unit_interval
+    from dl.plotting import save_image_grid
+
+    t_start = time.perf_counter()
+    ds = data.load(config.dataset, **config.dataset_kwargs)
+    check_unit_interval(ds.x_train, f"dataset {config.dataset!r}")
+    if len(ds.input_shape) != 3:
+        raise ValueError(
+            f"GANs here generate images (H, W, C); dataset {config.dataset!r} has examples "
+            f"of shape {ds.input_shape}. Use mnist5k or shapes."
+        )
+    model = models.get_model(
+        config.model, ds.num_classes, image_shape=ds.input_shape, **config.model_kwargs
+    )
+    if config.optimizer != "adam" or config.schedule != "constant" or config.weight_decay:
+        raise ValueError(
+            "GANs train with Adam(learning_rate, b1=0.5) at a constant rate and no weight "
+            f"decay; got optimizer={config.optimizer!r}, schedule={config.schedule!r}, "
+            f"weight_decay={config.weight_decay}. Change only --lr."
+        )
+    g_tx, d_tx = make_optimizers(config.learning_rate)
+    state = create_gan_state(model, g_tx, d_tx, seed=config.seed)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.epochs, desc=f"{config.model} on {config.dataset}")
+    try:
+        result = fit_gan(
+            state,
+            make_gan_step(model, g_tx, d_tx),
+            *ds.train,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            on_epoch=(lambda e, s: bar.update(1)) if bar is not None else None,
+            kernels=config.kernels,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    with open(out / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in result.history)
+    key = jax.random.key(config.seed)
+    n = 1000
+    labels = np.arange(n) % ds.num_classes
+    samples = sample(model, result.state, key, n, labels)
+    save_image_grid(samples[:100], out / "samples.png")
+    if model.conditional:  # one row per class
+        by_class = sample(model, result.state, key, 10 * ds.num_classes, np.arange(100) // 10)
+        save_image_grid(by_class, out / "samples_by_class.png")
+    plot_gan_curves(result.history, out / "curves.png")
+    judge, judge_acc = train_judge(ds, seed=config.seed)
+    verdict = judge_samples(judge(samples), ds.num_classes)
+    noise = np.random.default_rng(config.seed).uniform(0, 1, samples.shape).astype(np.float32)
+    results = {
+        "task": "generation",
+        "test_accuracy": None,
+        "test_loss": None,
+        "samples": {"n": n, **verdict},
+        "judge": {
+            "model": "cnn",
+            "test_accuracy": judge_acc,
+            "mean_confidence_real_test": judge_samples(judge(ds.x_test), ds.num_classes)[
+                "mean_confidence"
+            ],
+            "mean_confidence_uniform_noise": judge_samples(judge(noise), ds.num_classes)[
+                "mean_confidence"
+            ],
+        },
+        "train_time_s": result.train_time_s,
+        "compile_time_s": result.compile_time_s,
+        "total_time_s": time.perf_counter() - t_start,
+        "epochs": len(result.history),
+        "steps": int(result.state.step),
+        "num_params": {
+            "generator": int(sum(p.size for p in jax.tree.leaves(result.state.g_params))),
+            "discriminator": int(sum(p.size for p in jax.tree.leaves(result.state.d_params))),
+        },
+        "parallel": {"strategy": "single", "devices": 1},
+        "dataset": {"name": ds.name, "train": len(ds.x_train), "test": len(ds.x_test), "val": 0},
+        "config": config.to_dict(),
+        "env": environment(),
+        "history": result.history,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
     results["out_dir"] = str(out)
     return results

@@ -445,5 +445,3 @@ def predict(
         for b in batches(x, np.zeros(len(x), np.int32), batch_size, shuffle=False, remainder="pad")
     ]
     return np.concatenate([np.asarray(o) for o in out])[: len(x)]
-
-

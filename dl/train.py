@@ -236,6 +236,7 @@ def fit(
     steps_per_call: int = 1,
     kernels: str = "xla",
     targets: str | None = None,
+    on_epoch: Callable[[int, TrainState], None] | None = None,
 ) -> FitResult:
     """Train `state` for `epochs` passes over `train_data`.
 
@@ -270,6 +271,9 @@ def fit(
       check_labels: check labels are integers in [0, num_classes) (classification).
       targets: "labels" (class ids, for cross-entropy) or "values" (regression); None
         infers it from y's dtype (integers are labels).
+      on_epoch: called as `on_epoch(epoch, state)` after each epoch's record (e.g. to
+        measure the state); the state is valid during the call only (the next step
+        reuses its buffers), so copy what you keep.
       checkpoint_dir: folder for checkpoints (see `dl.checkpoint`), or None.
       checkpoint_every: steps between checkpoints; None saves at the end of every epoch.
       keep_checkpoints: how many recent checkpoints to keep (plus the best one when
@@ -391,6 +395,8 @@ def fit(
                 record["time_s"] = run.time_offset + time.perf_counter() - start
                 run.history.append(record)
                 _log_record(log, bar, record)
+                if on_epoch is not None:
+                    on_epoch(epoch, strategy.get_state(state))
                 if early_stopping is not None and run.early_stop(
                     early_stopping, record, epoch, eval_every
                 ):
@@ -647,9 +653,7 @@ def train(
         raise ValueError("train got an empty training set (0 examples).")
     steps = num_batches(len(x), config.batch_size) * config.epochs
     tx = make_optimizer(config.optimizer, steps)
-    state = create_state(
-        model, tx, np.shape(x)[1:], seed=config.seed, input_dtype=input_dtype
-    )
+    state = create_state(model, tx, np.shape(x)[1:], seed=config.seed, input_dtype=input_dtype)
     if params is not None or frozen is not None:
         merged = dict(state.params)
         merged.update({k: jax.tree.map(jax.numpy.asarray, v) for k, v in (params or {}).items()})

@@ -90,46 +90,54 @@ def train_classifier(
     early_stopping=None,
     params=None,
 ):
-    """Train `model` on (x, y) with the toolkit's own path (create_state, make_train_step,
-    fit on one device) and return the `dl.train.FitResult`. `params` replaces the
-    initial parameters (top-level modules present in it), e.g. for fine-tuning."""
+    """Train `model` on (x, y) on one device with `dl.train.train` (the CPU kernels'
+    compiler options where they apply) and return its `FitResult`. `params` replaces the
+    initial parameters of the top-level modules present in it, e.g. for fine-tuning."""
     import numpy as np
 
-    from dl import data, optim
+    from dl import optim
     from dl import train as tr
+    from dl.recipes import default_steps_per_call
 
     x, y = np.asarray(train[0], np.float32), np.asarray(train[1])
     if len(x) == 0:
         raise ValueError("train_classifier got an empty training set.")
-    batch_size = min(batch_size, len(x))
-    steps = data.num_batches(len(x), batch_size) * epochs
-    tx = optim.make_optimizer(
-        optimizer,
-        steps,
-        learning_rate=learning_rate,
-        schedule=schedule,
-        weight_decay=weight_decay,
-        clip_norm=clip_norm,
-    )
-    state = tr.create_state(model, tx, x.shape[1:], seed=seed)
-    if params is not None:
-        merged = {**state.params, **{k: v for k, v in params.items() if k in state.params}}
-        state = state.replace(params=merged, opt_state=tx.init(merged))
-    return tr.fit(
-        state,
-        tr.make_train_step(model, tx, loss=loss, augment=data.AUGMENTATIONS[augment]),
-        tr.make_eval_step(model, loss=loss),
-        (x, y),
+    config = tr.FitConfig(
         epochs=epochs,
-        batch_size=batch_size,
-        eval_data=eval_data,
-        eval_every=eval_every,
-        early_stopping=early_stopping,
+        batch_size=min(batch_size, len(x)),
+        optimizer=optim.OptimizerConfig(
+            optimizer,
+            learning_rate,
+            schedule,
+            weight_decay=weight_decay,
+            clip_norm=clip_norm,
+        ),
+        loss=loss,
+        augment=augment,
         seed=seed,
+        eval_every=eval_every,
+        steps_per_call=default_steps_per_call(model),
+        kernels="auto",
+    )
+    known = {k: v for k, v in (params or {}).items() if k in _module_names(model, x)}
+    return tr.train(
+        model,
+        (x, y),
+        config,
+        params=known if params is not None else None,
+        eval_data=eval_data,
+        early_stopping=early_stopping,
         progress=False,
         handle_signals=False,
         devices=1,
     )
+
+
+def _module_names(model, x) -> set[str]:
+    import jax
+
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1]))
+    return set(shapes["params"])
 
 
 def accuracy(model, state, x, y) -> float:
@@ -138,7 +146,8 @@ def accuracy(model, state, x, y) -> float:
 
     from dl import train as tr
 
-    return float(np.mean(tr.predict(model, state, np.asarray(x, np.float32)).argmax(-1) == y))
+    logits = tr.predict(model, state, np.asarray(x, np.float32), kernels="auto")
+    return float(np.mean(logits.argmax(-1) == y))
 
 
 def save_figure(fig, out: Path, filename: str) -> str:

@@ -213,7 +213,7 @@ def _transfer(name, ds, seed, epochs) -> dict[str, Any]:
     b_tr, b_te = subset(x, y, half, 2 * half), subset(xt, yt, half, 2 * half)
     recipe = _recipe(name)
     kwargs = dict(recipe.model_kwargs)
-    model = models.get_model("cnn", half, **kwargs)
+    model = models.get_model("cnn", half, kernels="auto", **kwargs)
     opt = dict(epochs=epochs, batch_size=recipe.batch_size, learning_rate=recipe.learning_rate)
     ep = dict(seed=seed, **opt)
 

@@ -65,7 +65,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
     (x, y), (xt, yt) = ds.train, ds.test
     a_train, a_test = _split(x, y, 0, 5), _split(xt, yt, 0, 5)
     b_train, b_test = _split(x, y, 5, 10), _split(xt, yt, 5, 10)
-    model = models.get_model("cnn", 5, **CNN)
+    model = models.get_model("cnn", 5, kernels="auto", **CNN)
     with timer("pretrain"):
         pre = train_classifier(model, a_train, epochs=s["pretrain_epochs"], seed=seed)
     pre_acc = accuracy(model, pre.state, *a_test)

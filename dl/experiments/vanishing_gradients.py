@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dl import analysis, data, models, optim, xla
+from dl import analysis, data, models, optim
 from dl import train as tr
 from dl.experiments.common import (
     Timer,
@@ -34,6 +34,7 @@ from dl.experiments.common import (
     verdict,
     write_results,
 )
+from dl.recipes import default_steps_per_call
 
 NAME = "vanishing_gradients"
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
@@ -66,6 +67,7 @@ def _mlp(k, depth, width, act, variant):
     return models.get_model(
         "mlp",
         k,
+        kernels="auto",
         widths=(width,) * depth,
         activation=act,
         batch_norm=variant == "batchnorm",
@@ -80,17 +82,24 @@ def _layers(depth):
 def _train_with_norms(model, ds, depth, epochs, seed, probe):
     """Adam, recording the per-layer gradient norms on a fixed batch after each epoch."""
     (x, y), (xt, yt) = ds.train, ds.test
-    bs = 100
-    steps = data.num_batches(len(x), bs) * epochs
-    tx = optim.make_optimizer("adam", steps, learning_rate=1e-3, schedule="warmup_cosine")
-    state = tr.create_state(model, tx, x.shape[1:], seed=seed)
-    step = xla.jit(tr.make_train_step(model, tx), donate_argnums=0)
-    xd, yd = jax.device_put(x), jax.device_put(y)
-    norms = [analysis.layer_gradient_norms(model, state, *probe, layers=_layers(depth))]
-    for epoch in range(epochs):
-        for batch in data.batches(xd, yd, bs, seed=seed, epoch=epoch):
-            state, _ = step(state, batch)
+    config = tr.FitConfig(
+        epochs=epochs,
+        batch_size=100,
+        optimizer=optim.OptimizerConfig("adam", 1e-3, "warmup_cosine"),
+        seed=seed,
+        steps_per_call=default_steps_per_call(model),
+        kernels="auto",
+    )
+    init = tr.create_state(model, optax.identity(), x.shape[1:], seed=seed)
+    norms = [analysis.layer_gradient_norms(model, init, *probe, layers=_layers(depth))]
+
+    def record(epoch, state):
         norms.append(analysis.layer_gradient_norms(model, state, *probe, layers=_layers(depth)))
+
+    result = tr.train(
+        model, (x, y), config, on_epoch=record, progress=False, handle_signals=False, devices=1
+    )
+    state = result.state
     return np.array(norms), accuracy(model, state, xt, yt)
 
 

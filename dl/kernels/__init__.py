@@ -4,8 +4,8 @@
 (jit, grad, jvp, vmap, hessian). `kernels="cpu"` swaps in dl's formulations for XLA:CPU
 through Flax's hooks, with the same parameters and results (to float32 rounding):
 
-- `conv`: `nn.Conv(conv_general_dilated=...)` (`dl.kernels.conv`);
-- `dense`, `dot_general`: `nn.Dense(dot_general=...)` (`dl.kernels.dense`);
+- `conv`: `nn.Conv(conv_general_dilated=...)` (`dl.kernels.convolution`);
+- `dense`, `dot_general`: `nn.Dense(dot_general=...)` (`dl.kernels.products`);
 - `attention_fn`: `MultiHeadDotProductAttention(attention_fn=...)` (`dl.kernels.attention`);
 - `max_pool`: non-overlapping max pooling (`dl.kernels.pool`);
 - `jit`: `jax.jit` plus XLA:CPU compiler options (`dl.kernels.compiler`).
@@ -30,8 +30,8 @@ from dl.kernels._select import KERNELS, resolve
 from dl.kernels.attention import attention as _cpu_attention
 from dl.kernels.attention import reference_attention
 from dl.kernels.compiler import compiler_options, jit
-from dl.kernels.conv import conv_general_dilated as _cpu_conv
-from dl.kernels.dense import dense_dot_general as _cpu_dot_general
+from dl.kernels.convolution import conv_general_dilated as _cpu_conv
+from dl.kernels.products import dense_dot_general as _cpu_dot_general
 from dl.kernels.host import host_allocator_tuned, tune_host_allocator
 from dl.kernels.pool import max_pool as _cpu_max_pool
 from dl.kernels.pool import window_reduce

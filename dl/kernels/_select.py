@@ -10,7 +10,7 @@ KERNELS = ("xla", "cpu", "auto")
 
 
 def resolve(kernels: str) -> str:
-    """"xla" or "cpu" for a `kernels` choice: "auto" is "cpu" on JAX's CPU backend and
+    """ "xla" or "cpu" for a `kernels` choice: "auto" is "cpu" on JAX's CPU backend and
     "xla" elsewhere (the one backend check of dl's kernels)."""
     if kernels not in KERNELS:
         raise unknown_name("kernels", kernels, KERNELS)

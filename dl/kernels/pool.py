@@ -73,6 +73,7 @@ def _max_pool_bwd(window, res, g):
 
 _max_pool_vjp.defvjp(_max_pool_fwd, _max_pool_bwd)
 
+
 def max_pool(x: jnp.ndarray, window: int) -> jnp.ndarray:
     """`window_reduce(x, window, jnp.max)` with the VJP above (reverse mode only)."""
     reverse_mode_only("max pooling", x)

@@ -1,4 +1,4 @@
-"""dl.xla's compiler options and the CPU convolutions of dl.models.layers (the
+"""dl.kernels' compiler options and CPU convolutions (the
 single-channel sum, the input gradient by rows): all are speed changes, so all must leave
 the results as they were."""
 
@@ -11,25 +11,24 @@ import optax
 import pytest
 from jax import lax
 
-from dl import data, models, train, xla
-from dl.models import layers
+from dl import data, models, train
+from dl.kernels import compiler as xla
+from dl.kernels import convolution as layers
 
 CPU = jax.default_backend() == "cpu"
 
 
 def test_compiler_options_on_cpu_and_when_left_out(monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    monkeypatch.delenv("DL_XLA_DEFAULTS", raising=False)
-    assert xla.compiler_options("gpu") == {}
-    assert xla.compiler_options("tpu") == {}
+    assert xla.compiler_options("cpu", "gpu") == {}
+    assert xla.compiler_options("cpu", "tpu") == {}
+    assert xla.compiler_options("xla", "cpu") == {}
     if CPU:
-        assert xla.compiler_options() == {xla.YNN_OPTION: xla.YNN_NO_CONVOLUTIONS}
-    monkeypatch.setenv("DL_XLA_DEFAULTS", "0")
-    assert xla.compiler_options("cpu") == {}
-    monkeypatch.delenv("DL_XLA_DEFAULTS")
-    # the user's own setting of the option wins
+        assert xla.compiler_options("cpu") == {xla.YNN_OPTION: xla.YNN_NO_CONVOLUTIONS}
+        assert xla.compiler_options("auto") == {xla.YNN_OPTION: xla.YNN_NO_CONVOLUTIONS}
     monkeypatch.setenv("XLA_FLAGS", f"--{xla.YNN_OPTION}=")
-    assert xla.compiler_options("cpu") == {}
+    assert xla.compiler_options("cpu", "cpu") == {}
+    assert isinstance(xla.jit(lambda x: x, kernels="xla"), type(jax.jit(lambda x: x)))
 
 
 def test_unknown_option_is_detected():
@@ -51,7 +50,7 @@ def _cnn_state_and_batch():
 @pytest.mark.skipif(not CPU, reason="the options are for the CPU backend")
 def test_jit_with_options_trains_like_plain_jit():
     step, state, batch = _cnn_state_and_batch()
-    ours, plain = xla.jit(step), jax.jit(step)
+    ours, plain = xla.jit(step, kernels="cpu"), jax.jit(step)
     s1, s2 = state, state
     for _ in range(3):
         s1, m1 = ours(s1, batch)
@@ -74,7 +73,7 @@ def test_jit_keeps_convolutions_out_of_ynnpack():
     state = train.create_state(model, tx, (28, 28, 1), seed=0)
     batch = {"x": jnp.zeros((128, 28, 28, 1)), "y": jnp.zeros((128,), jnp.int32)}
     step = train.make_train_step(model, tx)
-    assert _ynn_convs(xla.jit(step), state, batch) == 0
+    assert _ynn_convs(xla.jit(step, kernels="cpu"), state, batch) == 0
     convs = "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
     if xla._supported("cpu", xla.YNN_OPTION, convs):  # the check does see them when on
         on = jax.jit(step, compiler_options={xla.YNN_OPTION: convs})
@@ -249,12 +248,11 @@ def test_convolutions_inside_the_compiled_train_loop_are_all_in_eigens_form(name
     # fit's loop they were 10-100x slower. dl's Conv gives every convolution of the
     # step, forward and gradients, that form (b01f_01io->b01f) itself.
     ds = data.load("mnist5k")
-    model, tx = models.get_model(name, 10), optax.adam(1e-3)
+    model, tx = models.get_model(name, 10, kernels="cpu"), optax.adam(1e-3)
     state = train.create_state(model, tx, ds.input_shape, seed=0)
     step = train.make_train_step(model, tx)
     x, y = jnp.asarray(ds.x_train[:256]), jnp.asarray(ds.y_train[:256])
     batch = {"x": x[:64], "y": y[:64]}
-    assert train.loops_well(step, state, batch)
     idx, mask = data.epoch_indices(256, 64)
     zero = train.zero_metrics(step, state, batch)
     hlo = (
@@ -277,9 +275,13 @@ def test_models_with_the_cpu_convolutions_have_the_plain_gradients(
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=(8, 16, 16, 1)).astype(np.float32))
     y = jnp.asarray(rng.integers(0, 10, 8).astype(np.int32))
-    model = models.get_model(name, 10, **kwargs)
+    model = models.get_model(name, 10, kernels="cpu", **kwargs)
     params = model.init(jax.random.key(0), x)["params"]
     assert params[first]["kernel"].shape[2:] == (1, 6)  # nn.Conv's names and shapes
+    reference = models.get_model(name, 10, kernels="xla", **kwargs)
+    assert jax.tree.map(np.shape, reference.init(jax.random.key(0), x)["params"]) == (
+        jax.tree.map(np.shape, params)
+    )
 
     def grads():
         def loss(p):
@@ -295,11 +297,11 @@ def test_models_with_the_cpu_convolutions_have_the_plain_gradients(
     plain, plain_jaxpr = grads()
     monkeypatch.setattr(layers, "MAX_SHIFTED_WORK", limits[0])
     monkeypatch.setattr(layers, "MAX_ROW_GRAD_CHANNELS", limits[1])
-    monkeypatch.setenv("DL_XLA_DEFAULTS", "0")  # the switch sends everything to lax
+    model = reference  # kernels="xla": everything is lax's
     off, off_jaxpr = grads()
-    # two convolutions and two poolings with their own VJPs; the switch turns off all
+    # two convolutions and two poolings with their own VJPs; kernels="xla" has none
     calls = [str(j).count("custom_vjp_call[") for j in (fast_jaxpr, plain_jaxpr, off_jaxpr)]
-    assert calls == [4 * CPU, 4 * CPU, 0], calls
+    assert calls == [4, 4, 0], calls
     for other in (plain, off):
         for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(other), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -331,12 +333,11 @@ def test_heap_limit_rules():
 
 @pytest.mark.skipif(not CPU, reason="the split is for the CPU backend")
 def test_jit_picks_the_heap_limit_from_the_program_and_gives_the_same_bits(monkeypatch):
-    monkeypatch.delenv("DL_XLA_DEFAULTS", raising=False)
     f = lambda x: jnp.tanh(x @ x).sum(0)  # noqa: E731
 
     def run(n):
         x = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)).astype(np.float32))
-        ours = xla.jit(f)
+        ours = xla.jit(f, kernels="cpu")
         y = ours(x)
         return ours.heap_limit, np.asarray(y), np.asarray(jax.jit(f)(x))
 
@@ -349,7 +350,7 @@ def test_jit_picks_the_heap_limit_from_the_program_and_gives_the_same_bits(monke
     limit, _, _ = run(3000)  # values of 34 MiB: no split
     assert limit is None
     # lower() makes the same choice as a call, and the options reach the compiler
-    ours = xla.jit(f)
+    ours = xla.jit(f, kernels="cpu")
     text = ours.lower(jnp.ones((64, 64))).compile().as_text()
     assert ours.heap_limit == xla.HEAP_LIMIT and text
 
@@ -357,7 +358,7 @@ def test_jit_picks_the_heap_limit_from_the_program_and_gives_the_same_bits(monke
 _WARN_SCRIPT = """
 import sys
 import jax, jax.numpy as jnp
-from dl import xla
+from dl.kernels import compiler as xla
 x = jnp.ones((2100, 2100))  # values of 16.8 MiB, over the 16 MiB default limit
 
 def f(x):  # two such temporaries live at once
@@ -365,7 +366,7 @@ def f(x):  # two such temporaries live at once
     return (jnp.sin(y @ y) @ y).sum()
 
 if sys.argv[1] == "dl":
-    xla.jit(f)(x).block_until_ready()
+    xla.jit(f, kernels="cpu")(x).block_until_ready()
 else:  # the fixed limit that dl.xla.jit avoids
     jax.jit(f, compiler_options={xla.HEAP_OPTION: str(xla.HEAP_LIMIT)})(x).block_until_ready()
 """
@@ -395,13 +396,16 @@ _ALLOCATOR_SCRIPT = """
 import hashlib, resource, sys
 import dl
 import jax, numpy as np, optax
-from dl import data, models, train, xla
+from dl import data, kernels, models, train
+from dl.kernels import compiler as xla
 
+if sys.argv[2] == "1":
+    kernels.tune_host_allocator()
 model = models.get_model("lm", 65, d_model=128, num_layers=2, num_heads=4, mlp_dim=512, max_len=128)
 tx = optax.adam(1e-3)
 state = train.create_state(model, tx, (128,), seed=0, input_dtype="int32")
 fun = train.make_train_step(model, tx)
-step = xla.jit(fun) if sys.argv[1] == "dl" else jax.jit(fun)
+step = xla.jit(fun, kernels="cpu") if sys.argv[1] == "dl" else jax.jit(fun)
 tokens = np.random.default_rng(0).integers(0, 65, (32, 129)).astype(np.int32)
 batch = {"x": tokens[:, :-1], "y": tokens[:, 1:]}
 faults = []
@@ -413,7 +417,7 @@ for i in range(10):
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
 leaves = jax.tree_util.tree_leaves(state.params)
 digest = hashlib.sha256(b"".join(np.asarray(p).tobytes() for p in leaves)).hexdigest()
-print(xla.host_allocator_tuned(), np.median(faults), digest)
+print(kernels.host_allocator_tuned(), np.median(faults), digest)
 """
 
 
@@ -421,18 +425,16 @@ print(xla.host_allocator_tuned(), np.median(faults), digest)
     not (CPU and __import__("sys").platform.startswith("linux")), reason="glibc on Linux"
 )
 def test_split_and_malloc_tuning_stop_per_step_page_faults_and_change_no_result():
-    import os
     import subprocess
     import sys
 
     def run(tuning, which):
-        env = {**os.environ, "DL_MALLOC_TUNING": tuning}
-        cmd = [sys.executable, "-c", _ALLOCATOR_SCRIPT, which]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        cmd = [sys.executable, "-c", _ALLOCATOR_SCRIPT, which, tuning]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         tuned, faults, digest = out.stdout.split()
         return tuned == "True", float(faults), digest
 
-    tuned, ours, ours_digest = run("1", "dl")  # the default: import dl tunes malloc
+    tuned, ours, ours_digest = run("1", "dl")  # as `dl train` does
     untuned, plain, plain_digest = run("0", "jax")  # neither measure
     assert tuned and not untuned
     # Without them each step maps its 175 MB of temporaries afresh and touches most
@@ -442,14 +444,13 @@ def test_split_and_malloc_tuning_stop_per_step_page_faults_and_change_no_result(
     assert ours_digest == plain_digest  # the same bits: only where memory comes from
 
 
-def test_bad_malloc_tuning_value_is_a_clear_error():
+def test_import_dl_reads_no_malloc_variable_and_tunes_nothing():
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "DL_MALLOC_TUNING": "yes"}
-    proc = subprocess.run(
-        [sys.executable, "-c", "import dl"], env=env, capture_output=True, text=True
-    )
-    assert proc.returncode != 0
-    assert "DL_MALLOC_TUNING must be '1'" in proc.stderr and "got 'yes'" in proc.stderr
+    env = {**os.environ, "DL_MALLOC_TUNING": "yes"}  # the old switch is no longer read
+    code = "import dl, dl.train; from dl.kernels import host_allocator_tuned as t; print(t())"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"

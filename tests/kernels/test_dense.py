@@ -1,4 +1,4 @@
-"""dl.models.layers.dense_dot_general: lax.dot_general's values and gradients, through
+"""dl.kernels.products.dense_dot_general: lax.dot_general's values and gradients, through
 flax's Dense and DenseGeneral, and lax's own product wherever it does not apply."""
 
 import flax.linen as nn
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from dl.models import layers
+from dl import kernels
+from dl.kernels import products as layers
 
 
 def _grads(layer, x, seed=0):
@@ -60,7 +61,7 @@ def test_bfloat16_gradients_keep_their_dtypes():
     assert {a.dtype for a in jax.tree.leaves(gp)} == {jnp.dtype("float32")}  # param dtype
 
 
-def test_other_products_and_the_switch_go_to_lax(monkeypatch):
+def test_other_products_and_the_switch_go_to_lax():
     x = jnp.ones((4, 300, 40), jnp.float32)
     w = jnp.ones((4, 40, 6), jnp.float32)
     batched = (((2,), (1,)), ((0,), (0,)))
@@ -76,5 +77,4 @@ def test_other_products_and_the_switch_go_to_lax(monkeypatch):
     )
     assert _uses_custom_vjp(layer, x)
     assert not _uses_custom_vjp(layer, x[:3])  # 900 rows: below DENSE_MIN_ROWS
-    monkeypatch.setenv("DL_XLA_DEFAULTS", "0")
-    assert not _uses_custom_vjp(layer, x)
+    assert not _uses_custom_vjp(nn.Dense(24, dot_general=kernels.dot_general("xla")), x)

@@ -1,4 +1,4 @@
-"""dl.models.attention computes what flax's nn.dot_product_attention computes (values and
+"""dl.kernels.attention computes what flax's nn.dot_product_attention computes (values and
 gradients), and the models that use it are unchanged."""
 
 import flax.linen as nn
@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from dl import models
-from dl.models import attention as A
+from dl.kernels import attention as A
 
 
 def _qkv(b=3, t=64, tk=None, h=2, d=8, seed=0, dtype=np.float32):
@@ -124,9 +124,9 @@ def _lm_loss_and_grads(model, params, x, y):
         ("transformer", dict(d_model=32, num_layers=1, num_heads=2, mlp_dim=64), (4, 12, 6)),
     ],
 )
-def test_models_are_unchanged_by_the_fast_paths(monkeypatch, name, kw, shape):
+def test_models_are_unchanged_by_the_fast_paths(name, kw, shape):
     r = np.random.default_rng(0)
-    model = models.get_model(name, 7, **kw)
+    model = models.get_model(name, 7, kernels="cpu", **kw)
     if name == "lm":
         x = jnp.asarray(r.integers(0, 7, shape).astype(np.int32))
         y = jnp.asarray(r.integers(0, 7, shape).astype(np.int32))
@@ -135,8 +135,8 @@ def test_models_are_unchanged_by_the_fast_paths(monkeypatch, name, kw, shape):
         y = jnp.asarray(r.integers(0, 7, shape[:1]).astype(np.int32))
     params = model.init(jax.random.key(0), x)["params"]
     fast = _lm_loss_and_grads(model, params, x, y)
-    monkeypatch.setenv("DL_XLA_DEFAULTS", "0")  # flax's own attention and products
-    plain = _lm_loss_and_grads(model, params, x, y)
+    reference = models.get_model(name, 7, kernels="xla", **kw)  # flax's attention, products
+    plain = _lm_loss_and_grads(reference, params, x, y)
     np.testing.assert_allclose(fast[0], plain[0], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(fast[1]), jax.tree.leaves(plain[1]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
