@@ -25,13 +25,14 @@ def setup():
 
 def run(strategy: str, checkpoint_dir=None):
     """Two epochs of the MLP on digits with `strategy`; returns the FitResult."""
-    from dl import train
+    from dl import parallel, train
 
     ds, model, tx, state = setup()
+    axis = parallel.DATA_AXIS if strategy == "pmap" else None
     return train.fit(
         state,
-        train.make_train_step(model, tx),
-        train.make_eval_step(model),
+        train.make_train_step(model, tx, axis_name=axis),
+        train.make_eval_step(model, axis_name=axis),
         (ds.x_train, ds.y_train),
         epochs=2,
         batch_size=64,

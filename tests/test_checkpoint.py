@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from dl import data, models, optim, train
+from dl import data, models, optim, parallel, train
 from dl.checkpoint import CheckpointError, CheckpointManager, CheckpointMismatchError
 
 CLI = [sys.executable, "-m", "dl.cli", "train"]
@@ -248,7 +248,6 @@ def _nan_at(step_fn, bad_step):
         x = jnp.where(state.step == bad_step, jnp.nan, batch["x"])
         return step_fn(state, dict(batch, x=x))
 
-    wrapped.skip_nonfinite = step_fn.skip_nonfinite
     return wrapped
 
 
@@ -277,15 +276,17 @@ def test_skip_nonfinite_policy_skips_the_bad_step_only(tmp_path):
 def test_signal_in_process_writes_checkpoint(tmp_path, monkeypatch):
     ds, model, tx, state = _small_state()
     step = train.make_train_step(model, tx)
-    orig = train._CallSize.timed
+    orig = parallel.TrainCalls.run
+    calls = []
 
     def signalling_call(self, *a):
         out = orig(self, *a)
-        if self.calls == 3:  # SIGINT arrives during the 3rd call (of one step each)
+        calls.append(1)
+        if len(calls) == 3:  # SIGINT arrives during the 3rd call (of one step each)
             os.kill(os.getpid(), signal.SIGINT)
         return out
 
-    monkeypatch.setattr(train._CallSize, "timed", signalling_call)
+    monkeypatch.setattr(parallel.TrainCalls, "run", signalling_call)
     # Whatever handler the process had before (pytest's default, or another that an
     # earlier test in this worker left) must be back afterwards.
     before = signal.getsignal(signal.SIGINT)

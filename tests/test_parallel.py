@@ -37,11 +37,20 @@ def _setup(name, ds, **kw):
     return model, tx, train.create_state(model, tx, ds.input_shape, seed=0)
 
 
+def _for(strategy, model):
+    """The model and the steps' pmap axis for `strategy` (explicit, as in Flax's examples)."""
+    axis = parallel.DATA_AXIS if strategy == "pmap" else None
+    if hasattr(model, "axis_name"):
+        model = model.clone(axis_name=axis)
+    return model, axis
+
+
 def _fit(ds, model, tx, state, strategy, *, epochs=2, batch_size=64, **kw):
+    model, axis = _for(strategy, model)
     return train.fit(
         state,
-        train.make_train_step(model, tx),
-        train.make_eval_step(model),
+        train.make_train_step(model, tx, axis_name=axis),
+        train.make_eval_step(model, axis_name=axis),
         (ds.x_train[:960], ds.y_train[:960]),
         epochs=epochs,
         batch_size=batch_size,
@@ -119,7 +128,8 @@ def test_step_on_a_padded_batch_is_exact_under_every_strategy(digits):
         data_ = strategy.put_data(x, y)
         batch = next(strategy.batches(data_, 64, shuffle=False, remainder="pad"))
         placed = strategy.put_state(state)
-        fn = strategy.compile_train_step(step, placed, batch, donate=False)
+        pstep = train.make_train_step(model, tx, axis_name=_for(name, model)[1])
+        fn = strategy.compile_train_step(pstep, placed, batch, donate=False)
         new, metrics = fn(placed, batch)
         out[name] = (strategy.get_state(new), metrics)
     for name in ("sharded", "pmap"):
@@ -172,23 +182,29 @@ def test_replicate_unreplicate_roundtrip():
     assert jax.tree.all(jax.tree.map(lambda x, y: bool(jnp.all(x == y)), tree, back))
 
 
-def test_collective_axis_is_set_only_while_pmap_traces():
-    seen = []
-
-    def fn(x):
-        seen.append(parallel.collective_axis())
-        return parallel.psum_if_mapped(x)
-
-    strategy = parallel.get_strategy("pmap", 4)
+def test_pmap_needs_a_step_that_sums_over_the_device_axis(digits):
+    """The pmap axis is an explicit argument of the step (as in Flax's ImageNet example);
+    a step built without it would train each device alone, so fit refuses it."""
+    model, tx, state = _setup("mlp", digits)
+    plain = train.make_train_step(model, tx)
+    with pytest.raises(ValueError, match="axis_name='data'"):
+        train.fit(
+            state,
+            plain,
+            train.make_eval_step(model),
+            digits.train,
+            epochs=1,
+            batch_size=64,
+            strategy="pmap",
+            devices=4,
+            progress=False,
+        )
     mapped = jax.pmap(
-        parallel._traced_with_axis(fn, parallel.DATA_AXIS),
+        lambda x: jax.lax.psum(x, parallel.DATA_AXIS),
         axis_name=parallel.DATA_AXIS,
-        devices=strategy.local_devices,
+        devices=parallel.get_strategy("pmap", 4).local_devices,
     )
     assert np.asarray(mapped(jnp.ones((4, 2)))).tolist() == [[4.0, 4.0]] * 4
-    assert seen == ["data"]
-    assert parallel.collective_axis() is None
-    assert float(jax.jit(fn)(jnp.ones(()))) == 1.0
 
 
 @pytest.mark.parametrize(("first", "second"), [("sharded", "single"), ("single", "sharded")])

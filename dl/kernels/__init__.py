@@ -31,10 +31,10 @@ from dl.kernels.attention import attention as _cpu_attention
 from dl.kernels.attention import reference_attention
 from dl.kernels.compiler import compiler_options, jit
 from dl.kernels.convolution import conv_general_dilated as _cpu_conv
-from dl.kernels.products import dense_dot_general as _cpu_dot_general
 from dl.kernels.host import host_allocator_tuned, tune_host_allocator
 from dl.kernels.pool import max_pool as _cpu_max_pool
 from dl.kernels.pool import window_reduce
+from dl.kernels.products import dense_dot_general as _cpu_dot_general
 
 __all__ = [
     "KERNELS",

@@ -37,7 +37,10 @@ def child(models: list[str], repeats: int, target_s: float) -> dict:
 
     import dl
 
-    out = {"tuned": dl.xla.host_allocator_tuned(), "split": dl.xla._split_applies()}
+    out = {
+        "tuned": dl.kernels.host_allocator_tuned(),
+        "split": dl.kernels.compiler._split_applies("cpu"),
+    }
     rng = np.random.default_rng(0)
     for name in models:
         case = steps_bench.CASES[name]

@@ -14,7 +14,7 @@ import numpy as np
 from common import call_runner, quick, save, versus_rows
 from steps import switched_runner
 
-from dl.models import attention as A
+from dl.kernels import attention as A
 
 B, T, H, D = 32, 128, 4, 32  # steps.py's decoder LM: d_model 128, 4 heads, T=128, batch 32
 

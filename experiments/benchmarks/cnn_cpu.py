@@ -31,7 +31,8 @@ import optax
 import steps as steps_bench
 from common import interleaved, per_step, quick, save, step_timer
 
-from dl import train, xla
+from dl import train
+from dl.kernels import compiler as xla
 from dl.models import cnn as cnn_module
 from dl.models.layers import Conv, pool
 

@@ -143,9 +143,9 @@ def call_runner(fn: Callable, *args) -> Callable[[int], None]:
     """run(n): n calls of `dl.xla.jit(fn)(*args)` (compiled here), then a wait."""
     import jax
 
-    from dl import xla
+    from dl.kernels import compiler as xla
 
-    compiled = xla.jit(fn)
+    compiled = xla.jit(fn, kernels="cpu")
     jax.block_until_ready(compiled(*args))
 
     def run(n: int) -> None:

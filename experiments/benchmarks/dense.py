@@ -15,7 +15,7 @@ import numpy as np
 from common import call_runner, quick, save, versus_rows
 from steps import switched_runner
 
-from dl.models import layers
+from dl.kernels import products as layers
 
 
 def _dense_runner(dot_general, x, g):

@@ -20,7 +20,8 @@ import numpy as np
 import optax
 from common import interleaved, quick, save, step_timer
 
-from dl import models, train, xla
+from dl import models, train
+from dl.kernels import compiler as xla
 
 
 def matmul_peak(sizes, repeats):
@@ -59,7 +60,7 @@ def main() -> None:
         model = models.get_model("mlp", 10, widths=widths)
         tx = optax.adam(1e-3)
         state = train.create_state(model, tx, (784,), seed=0)
-        step = xla.jit(train.make_train_step(model, tx), donate_argnums=0)
+        step = xla.jit(train.make_train_step(model, tx), donate_argnums=0, kernels="cpu")
         rng = np.random.default_rng(0)
         b = {
             "x": jnp.asarray(rng.normal(size=(batch, 784)).astype(np.float32)),

@@ -22,7 +22,8 @@ import numpy as np
 import optax
 from common import interleaved, save, step_timer
 
-from dl import models, train, xla
+from dl import models, train
+from dl.kernels import compiler as xla
 
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.5, "H200": 989.5, "A100": 312.0}
 
@@ -54,7 +55,9 @@ def lm_mfu(cfg, repeats, steps, peak):
     }
     rows = []
     for dtype in ("float32", "bfloat16"):
-        step = xla.jit(train.make_train_step(model, tx, compute_dtype=dtype), donate_argnums=0)
+        step = xla.jit(
+            train.make_train_step(model, tx, compute_dtype=dtype), donate_argnums=0, kernels="cpu"
+        )
         s = train._copy_tree(state)
         res = interleaved({"lm": step_timer(step, s, batch_, steps)}, repeats)["lm"]["median_s"]
         tokens_per_s = batch * t / res
@@ -89,7 +92,9 @@ def cnn_vs_torch(batch, repeats, steps):
         model = models.get_model("cnn", 10, channels=(64, 128, 256), dense=(256,))
         tx = optax.adam(1e-3)
         state = train.create_state(model, tx, (32, 32, 3), seed=0)
-        step = xla.jit(train.make_train_step(model, tx, compute_dtype=dtype), donate_argnums=0)
+        step = xla.jit(
+            train.make_train_step(model, tx, compute_dtype=dtype), donate_argnums=0, kernels="cpu"
+        )
         ours = step_timer(step, state, {"x": jnp.asarray(x), "y": jnp.asarray(y)}, steps)
 
         tmodel = tm.CNN(3, (64, 128, 256), 32, 256, 10).to(dev)

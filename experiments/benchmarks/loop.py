@@ -9,7 +9,7 @@ jitted step, per epoch, on small models where the loop's overhead shows.
 - hand-written Flax: `flax.training.train_state.TrainState`, a `@jax.jit` step taking
   (state, x, y), host NumPy batches cut from a NumPy permutation, `float(loss)` logged
   every step: the pattern of the Flax and JAX tutorials.
-- bare step: `dl.xla.jit(make_train_step(...), donate_argnums=0)` called once per step on
+- bare step: `dl.xla.jit(make_train_step(...), donate_argnums=0, kernels="cpu")` called once per step on
   one batch already on the device, no shuffle, gather or metrics: the floor for a loop
   that calls a step per batch.
 
@@ -27,7 +27,8 @@ import optax
 from common import interleaved, quick, save
 from flax.training import train_state
 
-from dl import data, models, train, xla
+from dl import data, models, train
+from dl.kernels import compiler as xla
 
 CASES = {
     "mlp-64 digits": dict(
@@ -86,7 +87,7 @@ def ours_fit(model, x, y, batch):
 def bare_step(model, x, y, batch):
     tx = optax.adam(1e-3)
     state = train.create_state(model, tx, x.shape[1:], seed=0)
-    step = xla.jit(train.make_train_step(model, tx), donate_argnums=0)
+    step = xla.jit(train.make_train_step(model, tx), donate_argnums=0, kernels="cpu")
     b = {"x": jnp.asarray(x[:batch]), "y": jnp.asarray(y[:batch])}
     holder = {"state": state}
     steps = len(x) // batch

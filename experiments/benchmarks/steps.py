@@ -26,7 +26,8 @@ import torch_models as tm
 from common import interleaved, per_step, quick, save, state_runner, steps_for
 from flops import matmul_peak
 
-from dl import models, train, xla
+from dl import models, train
+from dl.kernels import compiler as xla
 
 torch.manual_seed(0)
 
@@ -96,7 +97,7 @@ def dl_runner(case, x, y):
     state = train.create_state(
         model, tx, case["shape"], seed=0, input_dtype="int32" if case.get("tokens") else "float32"
     )
-    step = xla.jit(train.make_train_step(model, tx), donate_argnums=0)
+    step = xla.jit(train.make_train_step(model, tx), donate_argnums=0, kernels="cpu")
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     compiled = step.lower(state, batch).compile()  # timed below too: compiled once
     run = state_runner(compiled, state, batch)

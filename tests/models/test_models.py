@@ -159,15 +159,16 @@ def test_pool_matches_flax_pooling_and_its_gradient(shape, kind):
 def test_max_pool_vjp_equals_the_differentiated_reduction_bitwise(shape, window, dtype):
     """layers.pool's own max-pool VJP gives what JAX's reduce_max gradient gives (each
     window's gradient split over its maxima), bit for bit, with many ties."""
-    from dl import xla
+    from dl import kernels
     from dl.models import layers
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(-2, 3, size=shape), dtype)  # five values: ties everywhere
-    ref = jax.vjp(lambda x: layers.window_reduce(x, window, jnp.max), x)
-    ours = jax.vjp(lambda x: layers.pool(x, "max", window), x)
-    jaxpr = str(jax.make_jaxpr(lambda x: layers.pool(x, "max", window))(x))
-    assert ("custom_vjp" in jaxpr) == xla.cpu_defaults_apply()
+    ref = jax.vjp(lambda x: kernels.window_reduce(x, window, jnp.max), x)
+    ours = jax.vjp(lambda x: layers.pool(x, "max", window, "cpu"), x)
+    jaxpr = str(jax.make_jaxpr(lambda x: layers.pool(x, "max", window, "cpu"))(x))
+    assert "custom_vjp" in jaxpr
+    assert "custom_vjp" not in str(jax.make_jaxpr(lambda x: layers.pool(x, "max", window))(x))
     g = jnp.asarray(rng.normal(size=ref[0].shape), dtype)
     np.testing.assert_array_equal(np.asarray(ours[0], "f4"), np.asarray(ref[0], "f4"))
     dx_ours, dx_ref = ours[1](g)[0], ref[1](g)[0]
@@ -211,3 +212,81 @@ def test_relu_cnn_gradients_unchanged_by_the_pooling_rewrite(monkeypatch):
             )
             g_ref = jax.grad(loss)(params)
         chex.assert_trees_all_close(g_ours, g_ref, rtol=1e-5, atol=1e-6)
+
+
+# Every model of `dl models`, small, with the input it reads: (kwargs, input, extra args).
+_SMALL = {name: (kw, shape) for name, kw, shape in reversed(CASES)}
+_SMALL.update(
+    lm=(dict(d_model=16, num_layers=1, num_heads=2, mlp_dim=32, max_len=16), (6,)),
+    ae=(dict(hidden=(16,), latent_dim=4), (8, 8, 1)),
+    conv_ae=(dict(channels=(4, 8), latent_dim=4), (8, 8, 1)),
+    dae=(dict(hidden=(16,), latent_dim=4), (8, 8, 1)),
+    vae=(dict(hidden=(16,), latent_dim=4), (8, 8, 1)),
+    dcgan=(dict(image_shape=(8, 8, 1), latent_dim=4, base=4), (4,)),
+    cgan=(dict(image_shape=(8, 8, 1), latent_dim=4, base=4), (4,)),
+)
+
+
+def _small_apply(name):
+    kw, shape = _SMALL[name]
+    model = get_model(name, 3, **kw)
+    if name == "lm":
+        x = jnp.arange(2 * shape[0], dtype=jnp.int32).reshape(2, *shape) % 3
+    else:
+        x = jnp.linspace(0.0, 1.0, 2 * int(np.prod(shape))).reshape(2, *shape)
+    args = (jnp.array([0, 1]),) if name == "cgan" else ()
+    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1), "noise": jax.random.key(2)}
+    variables = model.init(rngs, x, *args)
+
+    def apply(params):
+        out = model.apply({**variables, "params": params}, x, *args, rngs={"noise": rngs["noise"]})
+        return jnp.sum(jnp.asarray(out, jnp.float32) ** 2)
+
+    return apply, variables["params"]
+
+
+def test_every_listed_model_is_covered():
+    assert set(_SMALL) == set(MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_forward_mode_and_hessians_work_on_every_model_built_with_defaults(name):
+    """The library default (kernels="xla") keeps JAX's semantics: jvp, jacfwd and
+    Hessians (forward over reverse) go through every listed model."""
+    apply, params = _small_apply(name)
+
+    @jax.jit
+    def derivatives(params):
+        def scaled(t):
+            return apply(jax.tree.map(lambda p: p * t, params))
+
+        value, tangent = jax.jvp(apply, (params,), (params,))
+        return value, tangent, jax.hessian(scaled)(1.0), jax.grad(scaled)(1.0)
+
+    value, tangent, hess, grad = (float(a) for a in derivatives(params))
+    assert np.isfinite([value, tangent, hess]).all()
+    # d/dt f(t p) at t=1 is the jvp along p: forward and reverse mode agree
+    np.testing.assert_allclose(grad, tangent, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "name, kw, shape, layer",
+    [
+        ("cnn", {"channels": (4,), "dense": (8,)}, (8, 8, 1), "conv0_0"),
+        ("lenet5", {}, (16, 16, 1), "conv0"),
+        ("transformer", {"d_model": 16, "num_heads": 2}, (6, 3), "embed"),
+    ],
+)
+def test_forward_mode_through_cpu_kernels_names_the_layer_and_the_fix(name, kw, shape, layer):
+    from dl.kernels import ForwardModeError
+
+    model = get_model(name, 3, kernels="cpu", **kw)
+    x = jnp.ones((1024 if name == "transformer" else 2, *shape))
+    params = model.init(jax.random.key(0), x)["params"]
+
+    def apply(p):
+        return model.apply({"params": p}, x).sum()
+
+    with pytest.raises(ForwardModeError, match=rf"layer '{layer}.*kernels='xla'"):
+        jax.jvp(apply, (params,), (params,))
+    assert np.isfinite(float(jax.jit(jax.grad(lambda p: apply(p)))(params)["head"]["bias"].sum()))
