@@ -9,9 +9,9 @@ jitted step, per epoch, on small models where the loop's overhead shows.
 - hand-written Flax: `flax.training.train_state.TrainState`, a `@jax.jit` step taking
   (state, x, y), host NumPy batches cut from a NumPy permutation, `float(loss)` logged
   every step: the pattern of the Flax and JAX tutorials.
-- bare step: `dl.kernels.jit(make_train_step(...), donate_argnums=0, kernels="cpu")` called
-  once per step on one batch already on the device, no shuffle, gather or metrics: the floor for a loop
-  that calls a step per batch.
+- bare step: `dl.kernels.jit(make_train_step(...), donate_argnums=0, kernels="cpu")`
+  called once per step on one batch already on the device, no shuffle, gather or
+  metrics: the floor for a loop that calls a step per batch.
 
     python experiments/benchmarks/loop.py [--quick]
 """
