@@ -199,7 +199,7 @@ class TrainConfig:
         OptimizerConfig(**self.optimizer_kwargs())  # validates the optimizer fields
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing!r}.")
-        from dl.train import _check_compute_dtype
+        from dl.step import _check_compute_dtype
 
         _check_compute_dtype(self.compute_dtype)
         check_fraction("val_fraction", self.val_fraction)
