@@ -7,8 +7,8 @@ Read top to bottom:
    `discriminate`); its parameters are {"generator": ..., "discriminator": ...}.
 2. `GANState` is a pytree with each network's parameters and its OWN optax state.
 3. `make_gan_step` builds a pure `(state, batch) -> (state, metrics)` that updates the
-   discriminator, then the generator against the updated discriminator. `fit_gan`
-   compiles one epoch of steps (a `lax.scan` over device-resident batches) once.
+   discriminator, then the generator against the updated discriminator; its metrics
+   are sums and a count. `fit_gan` trains it in `dl.train.fit`'s loop.
 4. `judge_samples` scores generated images with a classifier trained on the real data:
    mean top-class confidence and which classes appear.
 
@@ -19,7 +19,6 @@ Images are in [0, 1] outside this module; the networks see them scaled to [-1, 1
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,12 +28,10 @@ import numpy as np
 import optax
 from flax import struct
 
-from dl import kernels as kernels_lib
-from dl import metrics as metrics_lib
 from dl._errors import check_positive_int
-from dl.data.batching import batches
 from dl.generative import check_unit_interval
 from dl.models.gan import DCGAN, Discriminator, Generator
+from dl.train import fit
 
 __all__ = ["DCGAN", "Discriminator", "GANState", "Generator", "fit_gan", "make_gan_step"]
 
@@ -42,7 +39,8 @@ __all__ = ["DCGAN", "Discriminator", "GANState", "Generator", "fit_gan", "make_g
 @struct.dataclass
 class GANState:
     """Both networks' parameters, the generator's BatchNorm statistics, and one optax
-    state per network."""
+    state per network; the image shape and class count ride along as static metadata
+    (what `dl.train.fit` checks the data against)."""
 
     step: jax.Array
     g_params: Any
@@ -51,6 +49,10 @@ class GANState:
     g_opt: Any
     d_opt: Any
     rng: jax.Array
+    input_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
+    num_classes: int = struct.field(pytree_node=False, default=0)
+    input_dtype: str = struct.field(pytree_node=False, default="float32")
+    output_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
 
 
 def make_optimizers(
@@ -74,6 +76,9 @@ def create_gan_state(model: DCGAN, g_tx, d_tx, *, seed: int = 0) -> GANState:
         g_opt=g_tx.init(params["generator"]),
         d_opt=d_tx.init(params["discriminator"]),
         rng=run_key,
+        input_shape=tuple(int(d) for d in model.image_shape),
+        num_classes=int(model.num_classes),
+        output_shape=(int(model.num_classes),),
     )
 
 
@@ -105,8 +110,9 @@ def make_gan_step(model: DCGAN, g_tx, d_tx, *, real_label: float = 1.0) -> Calla
     With `real_label` < 1 the discriminator's target for real images is smoothed
     (one-sided label smoothing, Salimans et al. 2016).
 
-    Metrics (means over the batch): d_loss, g_loss, d_real (D's probability on real
-    images), d_fake (on generated ones).
+    Metrics are sums over the batch and a count, as every step of `dl.train` reports
+    them (`dl.metrics.summarize` turns them into means): d_loss_sum, g_loss_sum,
+    d_real_sum (D's probability on real images), d_fake_sum (on generated ones), count.
     """
 
     def step(state: GANState, batch) -> tuple[GANState, dict[str, jax.Array]]:
@@ -152,10 +158,11 @@ def make_gan_step(model: DCGAN, g_tx, d_tx, *, real_label: float = 1.0) -> Calla
             d_opt=d_opt,
         )
         metrics = {
-            "d_loss": d_loss,
-            "g_loss": g_loss,
-            "d_real": jnp.mean(jax.nn.sigmoid(real_logit)),
-            "d_fake": jnp.mean(jax.nn.sigmoid(fake_logit)),
+            "d_loss_sum": d_loss * b,
+            "g_loss_sum": g_loss * b,
+            "d_real_sum": jnp.sum(jax.nn.sigmoid(real_logit)),
+            "d_fake_sum": jnp.sum(jax.nn.sigmoid(fake_logit)),
+            "count": jnp.asarray(b, jnp.int32),
         }
         return new, metrics
 
@@ -181,12 +188,13 @@ def fit_gan(
     seed: int = 0,
     on_epoch: Callable[[int, GANState], None] | None = None,
     kernels: str = "xla",
+    **fit_kwargs,
 ) -> GANResult:
-    """Train for `epochs` over (x, y): `step` compiled once (state donated, with
-    `dl.kernels.jit(..., kernels=kernels)`), batches gathered on the device from
-    resident data, shuffled from (seed, epoch), the last partial batch dropped. One host
-    sync per epoch."""
-    epochs = check_positive_int("epochs", epochs)
+    """Train for `epochs` over (x, y) with `dl.train.fit`'s loop on one device: `step`
+    compiled once (state donated), batches gathered on the device from resident data,
+    shuffled from (seed, epoch), the last partial batch dropped, one step per call
+    (XLA:CPU runs this step's strided convolutions slowly inside loops). The history
+    rows hold the epoch means d_loss, g_loss, d_real, d_fake."""
     batch_size = check_positive_int("batch_size", batch_size)
     x = np.asarray(x, np.float32)
     if x.ndim != 4 or len(x) < batch_size:
@@ -195,30 +203,31 @@ def fit_gan(
             f"shape {x.shape}."
         )
     check_unit_interval(x, "GAN training images")
-    xd, yd = jax.device_put(x), jax.device_put(np.asarray(y, np.int32))
-    # One jitted call per step: on XLA:CPU a lax.scan over the epoch's steps ran this conv
-    # step 8x slower than the same step called in a Python loop (measured, jax 0.10.2).
-    # The batches of `dl.data.batches` (same shuffle as `dl.train.fit`; the step ignores
-    # their "mask", all ones with remainder="drop").
-    t0 = time.perf_counter()
-    batch0 = next(batches(xd, yd, batch_size, shuffle=False))
-    compiled = (
-        kernels_lib.jit(step, donate_argnums=0, kernels=kernels).lower(state, batch0).compile()
+    fit_kwargs.setdefault("progress", False)
+    result = fit(
+        state,
+        step,
+        None,
+        (x, np.asarray(y, np.int32)),
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        strategy="single",
+        steps_per_call=1,
+        kernels=kernels,
+        on_epoch=on_epoch,
+        **fit_kwargs,
     )
-    compile_time = time.perf_counter() - t0
-    history = []
-    for epoch in range(epochs):
-        sums, steps = None, 0
-        for batch in batches(xd, yd, batch_size, seed=seed, epoch=epoch):
-            state, metrics = compiled(state, batch)
-            sums = metrics if sums is None else metrics_lib.add(sums, metrics)
-            steps += 1
-        row = {k: float(v) / steps for k, v in jax.device_get(sums).items()}
-        row.update(epoch=epoch + 1, step=int(state.step), time_s=time.perf_counter() - t0)
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, state)
-    return GANResult(state, history, time.perf_counter() - t0, compile_time)
+    history = [
+        {
+            **{k[len("train/") :]: v for k, v in row.items() if k.startswith("train/")},
+            "epoch": row["epoch"],
+            "step": row["step"],
+            "time_s": row["time_s"],
+        }
+        for row in result.history
+    ]
+    return GANResult(result.state, history, result.train_time_s, result.compile_time_s)
 
 
 def sample(

@@ -97,7 +97,8 @@ def summarize(sums: Mapping[str, object]) -> dict[str, float]:
     count = int(host["count"])
     out: dict[str, float] = {"count": count}
     denom = max(count, 1)
-    out["loss"] = float(host["loss_sum"]) / denom
+    if "loss_sum" in host:
+        out["loss"] = float(host["loss_sum"]) / denom
     if "correct" in host:
         out["accuracy"] = int(host["correct"]) / denom
     if "nonfinite" in host:

@@ -212,7 +212,7 @@ def _nonfinite_error(sums, where: str) -> FloatingPointError:
 def fit(
     state: TrainState,
     train_step: Callable,
-    eval_step: Callable,
+    eval_step: Callable | None,
     train_data: tuple[Any, Any],
     *,
     epochs: int,
@@ -255,7 +255,8 @@ def fit(
       state: from `create_state`; it is copied, so the caller's state stays valid even
         though the compiled step donates its input buffers.
       train_step, eval_step: pure steps from `make_train_step` / `make_eval_step` (or
-        your own with the same signatures).
+        your own with the same signatures; metrics are sums with a "count"). eval_step
+        may be None when there is no eval_data.
       train_data: (x, y) arrays.
       epochs: passes over the training data.
       batch_size: examples per step.
@@ -352,7 +353,7 @@ def fit(
     calls = TrainCalls(strategy, train_step, state, train_dev, batch_size, seed, steps_per_call)
     compile_time = time.perf_counter() - t0
     sums = calls.sums_like(run.sums) if run.sums else None
-    eval_fn = strategy.jit_eval_step(eval_step)
+    eval_fn = strategy.jit_eval_step(eval_step) if evals else None
 
     def save(epoch: int, batch: int, metrics: dict | None = None) -> None:
         """Write the state and the position to resume from: batch `batch` of `epoch`."""

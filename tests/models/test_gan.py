@@ -26,11 +26,18 @@ def test_gan_step_updates_each_network_with_its_own_optimizer():
     )
     assert changed(new.g_params, state.g_params) and changed(new.d_params, state.d_params)
     assert changed(new.g_opt, state.g_opt) and changed(new.d_opt, state.d_opt)
-    assert int(new.step) == 1 and set(m) == {"d_loss", "g_loss", "d_real", "d_fake"}
+    # Sums and a count, like every step of dl.train (they add up across steps).
+    assert int(new.step) == 1 and set(m) == {
+        "d_loss_sum",
+        "g_loss_sum",
+        "d_real_sum",
+        "d_fake_sum",
+        "count",
+    }
+    assert int(m["count"]) == 6
+    d_real, d_loss = float(m["d_real_sum"]) / 6, float(m["d_loss_sum"]) / 6
     # The discriminator's loss is the real-vs-fake cross-entropy: log 4 when D outputs 1/2.
-    assert 0 < float(m["d_real"]) < 1 and float(m["d_loss"]) == pytest.approx(
-        2 * np.log(2), abs=0.2
-    )
+    assert 0 < d_real < 1 and d_loss == pytest.approx(2 * np.log(2), abs=0.2)
     # Pure: the same state and batch give the same result; the step compiles once.
     again, _ = step(state, batch)
     np.testing.assert_array_equal(
@@ -60,6 +67,27 @@ def test_conditional_gan_needs_labels_and_sampling_is_in_range():
         )
     with pytest.raises(ValueError, match=r"images \(N, H, W, C\) with N >= batch_size=64"):
         gan.fit_gan(state, None, np.zeros((10, 8, 8, 1)), np.zeros(10), epochs=1)
+
+
+def test_fit_gan_runs_dl_fit_loop_with_epoch_means():
+    """The GAN keeps its own two-optimizer step but trains in dl.train.fit's loop: the
+    history holds epoch means from the step's sums, and on_epoch sees each epoch."""
+    model, g_tx, d_tx, state = _setup()
+    x = np.asarray(jax.random.uniform(jax.random.key(1), (40, 8, 8, 1)))
+    seen = []
+    res = gan.fit_gan(
+        state,
+        gan.make_gan_step(model, g_tx, d_tx),
+        x,
+        np.zeros(40, np.int32),
+        epochs=2,
+        batch_size=16,
+        on_epoch=lambda e, s: seen.append((e, int(s.step))),
+    )
+    assert seen == [(1, 2), (2, 4)] and int(res.state.step) == 4
+    row = res.history[-1]
+    assert {"d_loss", "g_loss", "d_real", "d_fake", "epoch", "step", "time_s"} <= set(row)
+    assert row["count"] == 32 and 0 < row["d_real"] < 1 and row["epoch"] == 2
 
 
 def test_judge_counts_classes_and_confidence():
