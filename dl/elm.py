@@ -178,12 +178,9 @@ def _host_syrk(h: np.ndarray) -> np.ndarray:
     BLAS call on one thread (the caller holds `_one_blas_thread`; NumPy releases the GIL).
 
     Why not one syrk on OpenBLAS's own threads: they wait busily for work after a call,
-    and XLA's threads, which compute the next H, share the cores with them. On a 2-core
-    AMD EPYC, float32 H (4000 x 1000): XLA's H^T H 91 ms, one syrk on 2 BLAS threads 50
-    ms but XLA's next H 90 instead of 66 ms, this 38 ms with nothing left spinning
-    ((4000 x 2000): 310, 140 and 133 ms). Whole fits: `experiments/benchmarks/
-    elm_vs_hpelm.py`. The blocks are summed in a fixed order, so the result does not
-    depend on thread timing."""
+    and XLA's threads, which compute the next H, share the cores with them
+    (`experiments/benchmarks/elm_vs_hpelm.py`). The blocks are summed in a fixed order,
+    so the result does not depend on thread timing."""
     blocks = [b for b in np.array_split(h, min(_cpus(), max(len(h) // 64, 1))) if len(b)]
     if len(blocks) == 1:
         return h.T @ h
@@ -205,10 +202,9 @@ def gram(
 ):
     """H^T H (L, L) and H^T T (L, K), accumulated over batches of `x` in `dtype`.
 
-    float64 by default. "float32" ran the H^T H product about 4x faster on this
-    project's CPU (4000 x 2000 H) but rounds away eigenvalues near float32's relative
-    precision (~1e-7 of the largest), so the ridge must be large enough to dominate them;
-    `ELMClassifier(dtype="float32")` uses it.
+    float64 by default. "float32" is several times faster on a CPU but rounds away
+    eigenvalues near float32's relative precision (~1e-7 of the largest), so the ridge
+    must be large enough to dominate them; `ELMClassifier(dtype="float32")` uses it.
 
     `x` and `t` may be numpy memory maps: only one batch at a time is on the device. The
     last batch is padded (masked rows contribute nothing) so every batch has one shape
@@ -286,13 +282,12 @@ def _one_blas_thread():
     """One BLAS thread inside this block (re-entrant: an inner block costs nothing).
 
     XLA:CPU's Cholesky calls LAPACK in SciPy's OpenBLAS. Run with OpenBLAS's threads,
-    it slowed the computation after it: the next ELM fit's Gram matrix (width 1000,
-    mnist5k) took 67 instead of 50 ms, presumably OpenBLAS's threads waiting busily for
-    more work on this 2-core machine. With one BLAS thread for the solve, whole fits
-    went from 92 to 76 ms (float32) and 170 to 135 ms (float64); at width 2000, 217 to
-    181 and 499 to 474 ms. threadpoolctl restores the thread count afterwards. The host
-    Gram matrix (`_host_syrk`) runs its BLAS calls inside it as well."""
-    # threadpoolctl finds the loaded BLAS libraries afresh each time (2-6 ms): a
+    it slowed the computation after it (OpenBLAS's threads wait busily for more work);
+    with one BLAS thread for the solve whole fits were faster
+    (`experiments/benchmarks/elm_vs_hpelm.py`). threadpoolctl restores the thread
+    count afterwards. The host Gram matrix (`_host_syrk`) runs its BLAS calls inside it
+    as well."""
+    # threadpoolctl finds the loaded BLAS libraries afresh each time (a few ms): a
     # controller cached at the first solve missed libraries loaded after it (a test saw
     # one of two OpenBLAS copies left at 2 threads). A fit takes the limit once, around
     # both its Gram matrix and its solve.
@@ -381,9 +376,9 @@ def _nonfinite_error(where: str) -> ValueError:
 @jax.jit
 def _moments(x):
     """Feature means and standard deviations in float64 (call under `_x64`), as the
-    streaming path computes them. In XLA rather than NumPy: NumPy's float64 `std` of a
-    float32 (4000, 784) array took 11 ms of a 150 ms fit (width 1000), its `mean` and the
-    finiteness check 5 more; XLA reads x once for the mean and once for the std."""
+    streaming path computes them. In XLA rather than NumPy, whose float64 `std` of a
+    float32 array was a noticeable part of a fit; XLA reads x once for the mean and
+    once for the std."""
     x = x.astype(jnp.float64)
     mean = jnp.mean(x, 0)
     return mean, jnp.sqrt(jnp.mean(jnp.square(x - mean), 0))

@@ -333,11 +333,9 @@ def make_train_loop(
 
     With `loop=False` a call runs the single step `start` (`stop` must be `start + 1`)
     with no loop around it: still one dispatch per step, not three. XLA:CPU computes
-    the gradients of lax's convolutions inside a loop body up to 100x slower than
-    outside one (jax-ml/jax#12868: it rewrites them for Eigen outside loops only); `dl`'s
-    `Conv` gives the usual ones that form itself (`dl.models.layers._kernel_grad`), but
-    steps with any other convolution (strided, dilated, grouped, bfloat16) use this
-    form on CPU (`loops_well`).
+    the gradients of lax's convolutions far more slowly inside a loop body than outside
+    one (jax-ml/jax#12868); dl's CPU convolution (`dl.kernels`) avoids that for stride-1
+    convolutions, and `fit(steps_per_call=1)` uses this form for the others.
 
     Args:
       train_step: a pure step from `make_train_step` (or one with its signature).

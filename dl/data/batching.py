@@ -77,12 +77,10 @@ def _permutation(keys: jax.Array, n: int) -> np.ndarray:
     sort keys `_draw_keys(seed, epoch, n)`, with the sorts done by NumPy.
 
     jax sorts arange(n) by fresh random 32-bit keys a few times (a stable sort, so ties
-    keep their order). XLA:CPU runs that key-value sort slowly: 1.3 ms for n = 4000, a
-    tenth of a small MLP's epoch in `fit`, 24 ms for 60000. Here the random keys come
-    from the same calls (`split`, then `bits`) in one compiled call, and NumPy sorts
-    key * 2**32 + position: the values are distinct, so this is the stable sort, and
-    NumPy's SIMD sort of 64-bit integers is fast (the whole plan for 4000: 0.33 ms;
-    for 60000: 1.5 ms).
+    keep their order). XLA:CPU runs that key-value sort slowly. Here the random keys
+    come from the same calls (`split`, then `bits`) in one compiled call, and NumPy
+    sorts key * 2**32 + position: the values are distinct, so this is the stable sort,
+    and NumPy's SIMD sort of 64-bit integers is fast.
     A test checks the order against jax.random.permutation's.
     """
     perm = np.arange(n, dtype=np.int32)
@@ -146,8 +144,7 @@ class EpochPlans:
     the steps of epoch e - 1 are dispatched, so that it does not queue behind them;
     `sort_ahead(e)`, called once those steps are dispatched, sorts the keys on the host
     while the device trains; `get(e, start)` returns the plan. Drawn after each epoch's
-    sync instead, the plan kept the device idle 1.2-1.4 ms per epoch, a tenth of an
-    MLP-128 epoch on mnist5k.
+    sync instead, the plan kept the device idle between epochs.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int):

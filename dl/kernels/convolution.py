@@ -158,10 +158,8 @@ def _materialised_sum(x, w, padding):
     # no consumer fuses into. Both branches are the same sum, so the values are the
     # sum's, bit for bit, whichever runs; the predicate depends on the weights only so
     # that XLA cannot fold the conditional away. This costs one branch call where
-    # recomputing costs the taps' multiply-adds in each consumer: LeNet-5's step (25
-    # taps, 6 channels) 5.0 -> 4.1 ms (a product with the identity, used before, gave
-    # 7.7 -> 5.7). For the CNN's 3x3 -> 32 it cost 0.4 ms (16.1 -> 16.6), so it is only
-    # used with more taps than channels.
+    # recomputing costs the taps' multiply-adds in each consumer; it paid off only with
+    # more taps than channels (experiments/results/benchmarks.md).
     def branch(x, w):
         return _shifted_sum(x, w, padding)
 
@@ -175,9 +173,8 @@ def _kernel_grad(x, dy, padding):
 
     That is the form XLA:CPU rewrites lax's kernel gradient into, but only outside
     loops: inside a `while` body (fit's compiled loop, any `lax.scan` over steps) it kept
-    lax's dimension order, which it computed 10-100x more slowly: LeNet-5's two kernel
-    gradients took 6.8 and 3.0 ms per step there against 0.05 and 0.27 outside
-    (jax-ml/jax#12868). The same sums as lax's; a test checks them bit for bit."""
+    lax's dimension order, which it computed far more slowly (jax-ml/jax#12868). The
+    same sums as lax's; a test checks them bit for bit."""
     nd = x.ndim - 2
     xt = jnp.moveaxis(x, (0, -1), (-1, 0))  # (C_in, *spatial, B)
     dyt = jnp.moveaxis(dy, 0, -2)  # (*out, B, C_out)
