@@ -1,9 +1,11 @@
 """Train-step time of `dl` against the same models written idiomatically in PyTorch.
 
-For each model: our step (`dl.train.make_train_step`, compiled once with `dl.xla.jit`, the
-state donated) and PyTorch's eager step (zero_grad, forward, cross-entropy, backward,
-Adam) on the same batch shape, both with Adam(1e-3), timed in turn over repeats in one
-process. The ratio is PyTorch's median time per step over ours (> 1: `dl` is faster).
+For each model, three steps on the same batch shape, all with Adam(1e-3), timed in turn
+over repeats in one process: dl's step (`dl.train.make_train_step`, compiled once with
+`dl.kernels.jit`, the state donated) with dl's CPU kernels (`kernels="cpu"`: the model's
+layers and the compiler options), the same step with plain XLA (`kernels="xla"`), and
+PyTorch's eager step (zero_grad, forward, cross-entropy, backward, Adam). The ratios are
+PyTorch's median time per step over ours (> 1: `dl` is faster).
 
 Each row also gives the FLOPs of our compiled step (XLA's cost analysis) and the time
 they would take at this machine's measured float32 matmul peak (`flops.matmul_peak`):
@@ -35,7 +37,7 @@ torch.manual_seed(0)
 # vocabulary or classes, note)
 CASES = {
     "mlp": dict(
-        dl=lambda: models.get_model("mlp", 10, widths=(512, 512)),
+        dl=lambda k: models.get_model("mlp", 10, kernels=k, widths=(512, 512)),
         shape=(28, 28, 1),
         torch=lambda: tm.MLP(784, (512, 512), 10),
         batch=128,
@@ -43,7 +45,7 @@ CASES = {
         what="MLP 784-512-512-10, batch 128",
     ),
     "lenet5": dict(
-        dl=lambda: models.get_model("lenet5", 10),
+        dl=lambda k: models.get_model("lenet5", 10, kernels=k),
         shape=(28, 28, 1),
         torch=lambda: tm.LeNet5(10),
         batch=128,
@@ -51,7 +53,7 @@ CASES = {
         what="LeNet-5 on 28x28x1, batch 128",
     ),
     "cnn": dict(
-        dl=lambda: models.get_model("cnn", 10, channels=(32, 64), dense=(128,)),
+        dl=lambda k: models.get_model("cnn", 10, kernels=k, channels=(32, 64), dense=(128,)),
         shape=(28, 28, 1),
         torch=lambda: tm.CNN(1, (32, 64), 28, 128, 10),
         batch=128,
@@ -59,7 +61,7 @@ CASES = {
         what="CNN conv32-pool-conv64-pool-128 on 28x28x1, batch 128",
     ),
     "lstm": dict(
-        dl=lambda: models.get_model("lstm", 10, hidden=128),
+        dl=lambda k: models.get_model("lstm", 10, kernels=k, hidden=128),
         shape=(28, 28),
         torch=lambda: tm.LSTMClassifier(28, 128, 10),
         batch=128,
@@ -67,8 +69,8 @@ CASES = {
         what="LSTM 128 over 28 steps of 28 features, batch 128",
     ),
     "transformer": dict(
-        dl=lambda: models.get_model(
-            "lm", 65, d_model=128, num_layers=2, num_heads=4, mlp_dim=512, max_len=128
+        dl=lambda k: models.get_model(
+            "lm", 65, kernels=k, d_model=128, num_layers=2, num_heads=4, mlp_dim=512, max_len=128
         ),
         shape=(128,),
         torch=lambda: tm.DecoderLM(65, 128, 2, 4, 512, 128),
@@ -91,13 +93,13 @@ def _data(case, rng):
     return x, y
 
 
-def dl_runner(case, x, y):
-    model = case["dl"]()
+def dl_runner(case, x, y, kernels: str = "cpu"):
+    model = case["dl"](kernels)
     tx = optax.adam(1e-3)
     state = train.create_state(
         model, tx, case["shape"], seed=0, input_dtype="int32" if case.get("tokens") else "float32"
     )
-    step = xla.jit(train.make_train_step(model, tx), donate_argnums=0, kernels="cpu")
+    step = xla.jit(train.make_train_step(model, tx), donate_argnums=0, kernels=kernels)
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     compiled = step.lower(state, batch).compile()  # timed below too: compiled once
     run = state_runner(compiled, state, batch)
@@ -156,10 +158,18 @@ def main() -> None:
         if only and name not in only:
             continue
         x, y = _data(case, rng)
-        ours, theirs = dl_runner(case, x, y), torch_runner(case, x, y)
-        ours(3)  # compile
+        ours, theirs = dl_runner(case, x, y, "cpu"), torch_runner(case, x, y)
+        plain = dl_runner(case, x, y, "xla")
+        ours(3), plain(3)  # compile
         steps = steps_for(theirs, target_s)
-        res = interleaved({"dl": per_step(ours, steps), "torch": per_step(theirs, steps)}, repeats)
+        res = interleaved(
+            {
+                "dl": per_step(ours, steps),
+                "dl_xla": per_step(plain, steps),
+                "torch": per_step(theirs, steps),
+            },
+            repeats,
+        )
         at_peak_s = ours.flops / (peak * 1e9) if ours.flops else None
         rows.append(
             {
@@ -168,8 +178,11 @@ def main() -> None:
                 "steps_per_repeat": steps,
                 "repeats": repeats,
                 "dl_ms": 1e3 * res["dl"]["median_s"],
+                "dl_xla_ms": 1e3 * res["dl_xla"]["median_s"],
                 "torch_ms": 1e3 * res["torch"]["median_s"],
                 "speedup_vs_torch": res["torch"]["median_s"] / res["dl"]["median_s"],
+                "xla_speedup_vs_torch": res["torch"]["median_s"] / res["dl_xla"]["median_s"],
+                "cpu_kernels_vs_xla": res["dl_xla"]["median_s"] / res["dl"]["median_s"],
                 "matmul_peak_gflops": peak,
                 "peak_matmul_size": peak_n,
                 **(
@@ -183,10 +196,16 @@ def main() -> None:
                     else {}
                 ),
                 "dl_all_ms": [1e3 * t for t in res["dl"]["all_s"]],
+                "dl_xla_all_ms": [1e3 * t for t in res["dl_xla"]["all_s"]],
                 "torch_all_ms": [1e3 * t for t in res["torch"]["all_s"]],
             }
         )
-        print(rows[-1]["model"], f"{rows[-1]['speedup_vs_torch']:.2f}x", flush=True)
+        r = rows[-1]
+        print(
+            r["model"],
+            f"cpu kernels {r['speedup_vs_torch']:.2f}x, xla {r['xla_speedup_vs_torch']:.2f}x",
+            flush=True,
+        )
     # A subset is saved apart, so that it does not replace the full table of report.py.
     save(
         "steps_vs_pytorch_subset" if only else "steps_vs_pytorch",
