@@ -646,7 +646,6 @@ def train_frozen(
     """
     from dl import optim
     from dl import train as tr
-    from dl.recipes import default_steps_per_call
 
     x, y = np.asarray(train[0], np.float32), np.asarray(train[1])
     names = set(jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1]))["params"])
@@ -660,7 +659,7 @@ def train_frozen(
         optimizer=optim.OptimizerConfig("adam", learning_rate, "warmup_cosine"),
         seed=seed,
         eval_every=epochs,
-        steps_per_call=default_steps_per_call(model),
+        steps_per_call=tr.default_steps_per_call(model),
         kernels="auto",
     )
     result = tr.train(

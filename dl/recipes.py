@@ -222,7 +222,7 @@ class TrainConfig:
     def fit_config(self, model, *, loss: str = "cross_entropy"):
         """The `dl.train.FitConfig` of this run for `model` (built from this config)."""
         from dl.optim import OptimizerConfig
-        from dl.train import FitConfig
+        from dl.train import FitConfig, default_steps_per_call
 
         return FitConfig(
             epochs=self.epochs,
@@ -249,25 +249,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
-
-
-# Steps per compiled call (`dl.train.fit`): many for models whose steps run as fast in
-# a compiled loop as alone, one for those with strided or transposed convolutions, whose
-# gradients XLA:CPU computes far more slowly inside loops (jax-ml/jax#12868).
-LOOP_STEPS = 32
-
-
-def default_steps_per_call(model) -> int:
-    """`LOOP_STEPS`, or 1 for a model with strided or transposed convolutions (ResNet,
-    ViT's patches, the conv autoencoder, a CNN with strides > 1, the GANs)."""
-    from dl import models
-
-    strided = (models.ResNet, models.ViT, models.DCGAN)
-    if isinstance(model, strided) or getattr(model, "kind", None) == "conv":
-        return 1
-    if getattr(model, "strides", 1) != 1:
-        return 1
-    return LOOP_STEPS
 
 
 def default_config(

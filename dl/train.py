@@ -32,6 +32,7 @@ from dl.checkpoint import CheckpointManager
 from dl.data.augment import AUGMENTATIONS
 from dl.data.batching import batches, num_batches
 from dl.data.validate import check_arrays
+from dl.models import DCGAN, ResNet, ViT
 from dl.optim import OptimizerConfig, make_optimizer
 from dl.parallel import TrainCalls, get_strategy
 from dl.step import (  # noqa: F401  (re-exported: dl.train is the documented home)
@@ -585,6 +586,23 @@ def _log_record(log, bar, record: dict) -> None:
 
 
 # --------------------------------------------------------------------------- train
+
+
+# Steps per compiled call (`dl.train.fit`): many for models whose steps run as fast in
+# a compiled loop as alone, one for those with strided or transposed convolutions, whose
+# gradients XLA:CPU computes far more slowly inside loops (jax-ml/jax#12868).
+LOOP_STEPS = 32
+
+
+def default_steps_per_call(model) -> int:
+    """`LOOP_STEPS`, or 1 for a model with strided or transposed convolutions (ResNet,
+    ViT's patches, the conv autoencoder, a CNN with strides > 1, the GANs)."""
+    strided = (ResNet, ViT, DCGAN)
+    if isinstance(model, strided) or getattr(model, "kind", None) == "conv":
+        return 1
+    if getattr(model, "strides", 1) != 1:
+        return 1
+    return LOOP_STEPS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,3 +58,22 @@ def test_ruff_clean():
     for args in (["check"], ["format", "--check"]):
         out = subprocess.run([ruff, *args, str(ROOT)], capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_readme_is_short_and_links_nothing_outside_the_repository():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    assert "http://" not in text and "https://" not in text and "../" not in text
+    for target in __import__("re").findall(r"`((?:dl|experiments|tests|colab)/[\w./]+)`", text):
+        assert (ROOT / target.rstrip(".")).exists(), target
+
+
+def test_fit_reads_top_to_bottom_in_at_most_150_lines():
+    import ast
+
+    import dl.train
+
+    tree = ast.parse(Path(dl.train.__file__).read_text())
+    fit = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "fit")
+    body = fit.body[1:]  # without the docstring
+    assert body[-1].end_lineno - body[0].lineno + 1 <= 150

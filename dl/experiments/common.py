@@ -19,6 +19,11 @@ def status(v: dict[str, Any]) -> str:
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:
+    """Write results.json, with the kernels the experiments train with (`"auto"`,
+    resolved for this backend: `dl.kernels`)."""
+    from dl.kernels import resolve
+
+    results.setdefault("kernels", resolve("auto"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
 
@@ -97,7 +102,6 @@ def train_classifier(
 
     from dl import optim
     from dl import train as tr
-    from dl.recipes import default_steps_per_call
 
     x, y = np.asarray(train[0], np.float32), np.asarray(train[1])
     if len(x) == 0:
@@ -116,7 +120,7 @@ def train_classifier(
         augment=augment,
         seed=seed,
         eval_every=eval_every,
-        steps_per_call=default_steps_per_call(model),
+        steps_per_call=tr.default_steps_per_call(model),
         kernels="auto",
     )
     known = {k: v for k, v in (params or {}).items() if k in _module_names(model, x)}

@@ -34,7 +34,6 @@ from dl.experiments.common import (
     verdict,
     write_results,
 )
-from dl.recipes import default_steps_per_call
 
 NAME = "vanishing_gradients"
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
@@ -87,7 +86,7 @@ def _train_with_norms(model, ds, depth, epochs, seed, probe):
         batch_size=100,
         optimizer=optim.OptimizerConfig("adam", 1e-3, "warmup_cosine"),
         seed=seed,
-        steps_per_call=default_steps_per_call(model),
+        steps_per_call=tr.default_steps_per_call(model),
         kernels="auto",
     )
     init = tr.create_state(model, optax.identity(), x.shape[1:], seed=seed)

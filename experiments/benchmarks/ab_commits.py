@@ -4,9 +4,10 @@
 Each round runs one child process per tree, in turn (base, this tree, base, ...), so a
 noisy neighbour slows both alike; a child times every model's step (`steps.py`'s
 models, batch and Adam) with dl's CPU kernels and the host-allocator tuning, medians
-over repeats. Older trees, whose `import dl` tuned malloc and whose models and `dl.xla.jit`
-chose the CPU formulations themselves, are driven through their own API. The result is
-each model's median over rounds and the ratio this tree / base (< 1: faster now).
+over repeats. Older trees, whose `import dl` tuned malloc and whose models and
+`dl.xla.jit` chose the CPU formulations themselves, are driven through their own API.
+The result is each model's median over rounds and the ratio this tree / base (< 1:
+faster now).
 
     python experiments/benchmarks/ab_commits.py --base a06ecc3 [--rounds 3] [--quick]
 """

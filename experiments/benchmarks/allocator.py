@@ -1,17 +1,19 @@
 """What `dl`'s two memory measures for XLA:CPU do to the train steps of `steps.py`, and
-to PyTorch's in the same process (see `dl.xla`):
+to PyTorch's in the same process (see `dl.kernels.compiler`):
 
-- the split of XLA's per-call temporaries into blocks of at most 16 MiB (`dl.xla.jit`),
+- the split of XLA's per-call temporaries into blocks of at most 16 MiB
+  (`dl.kernels.jit(..., kernels="cpu")`),
 - the malloc settings that keep those blocks' memory between calls
-  (`dl.xla.tune_host_allocator`, applied by `import dl` unless `DL_MALLOC_TUNING=0`).
+  (`dl.kernels.tune_host_allocator()`, which the benchmarks' `common.py` calls unless
+  `DL_BENCH_MALLOC=0`).
 
 The malloc settings are process-wide, so the configurations cannot share a process: this
 script starts child processes in turn, one per configuration, round after round:
 
 - `default`: both measures (what `dl` does);
-- `no_malloc`: the split only (`DL_MALLOC_TUNING=0`);
-- `neither`: `DL_MALLOC_TUNING=0` and XLA_FLAGS=--xla_multiheap_size_constraint_per_heap=-1
-  (XLA's default, one block; a user's own XLA_FLAGS setting wins over `dl.xla.jit`'s).
+- `no_malloc`: the split only (`DL_BENCH_MALLOC=0`);
+- `neither`: `DL_BENCH_MALLOC=0` and XLA_FLAGS=--xla_multiheap_size_constraint_per_heap=-1
+  (XLA's default, one block; a user's own XLA_FLAGS setting wins over dl's).
 
 Each child times every model's `dl` step and PyTorch step (interleaved, medians over
 repeats, as in `steps.py`) and counts the page faults per `dl` step. The numbers are
@@ -64,11 +66,11 @@ def child(models: list[str], repeats: int, target_s: float) -> dict:
 _NO_SPLIT = "--xla_multiheap_size_constraint_per_heap=-1"
 # name -> (environment, what the child must report)
 CONFIGS = {
-    "default": ({"DL_MALLOC_TUNING": "1"}, {"tuned": True, "split": True}),
-    "no_malloc": ({"DL_MALLOC_TUNING": "0"}, {"tuned": False, "split": True}),
+    "default": ({"DL_BENCH_MALLOC": "1"}, {"tuned": True, "split": True}),
+    "no_malloc": ({"DL_BENCH_MALLOC": "0"}, {"tuned": False, "split": True}),
     "neither": (
         {
-            "DL_MALLOC_TUNING": "0",
+            "DL_BENCH_MALLOC": "0",
             "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + _NO_SPLIT).strip(),
         },
         {"tuned": False, "split": False},

@@ -4,19 +4,17 @@ PyTorch eager alongside.
 For the benchmark CNN (conv32-pool-conv64-pool-128) and LeNet-5, batch 128, Adam:
 
 - flax: `nn.Conv` and `nn.max_pool`, compiled with `jax.jit` (a plain Flax CNN);
-- + pooling: `dl.models.layers.pool` (reshape and reduce) instead of `nn.max_pool`;
-- + XLA options: compiled with `dl.xla.jit` (YNNPACK for dot products only, and the
-  temporaries split into blocks of at most 16 MiB);
-- dl: also `dl.models.layers.Conv`, whose single-channel first convolution is a sum
-  of shifted inputs where it has at most 640 taps x output channels (the CNN's 3x3 ->
-  32, LeNet-5's 5x5 -> 6), and whose convolutions with 2 to 16 input channels take
-  their input gradient by rows (LeNet-5's 6 -> 16): the zoo's models as `fit` compiles
-  them;
+- + pooling: dl's CPU max pooling (`dl.kernels.max_pool("cpu")`) instead of
+  `nn.max_pool`;
+- + XLA options: compiled with `dl.kernels.jit(..., kernels="cpu")` (YNNPACK for dot
+  products only, and the temporaries split into blocks of at most 16 MiB);
+- dl: also dl's CPU convolution (`kernels="cpu"`): the zoo's models as `dl train`
+  compiles them on a CPU;
 - PyTorch: the same model in eager PyTorch (`torch_models.py`).
 
-All five are timed in turn in one process; medians over repeats. The process has
-`import dl`'s malloc settings (`dl.xla.tune_host_allocator`) for all five; with
-`DL_MALLOC_TUNING=0` it has glibc's defaults for all five.
+All five are timed in turn in one process; medians over repeats. The process has the
+malloc settings of `dl.kernels.tune_host_allocator()` (`common.py`) for all five; with
+`DL_BENCH_MALLOC=0` it has glibc's defaults for all five.
 
     python experiments/benchmarks/cnn_cpu.py [--quick]
 """
@@ -34,36 +32,44 @@ from common import interleaved, per_step, quick, save, step_timer
 from dl import train
 from dl.kernels import compiler as xla
 from dl.models import cnn as cnn_module
-from dl.models.layers import Conv, pool
+from dl.models.layers import pool
 
 
-def flax_pool(x, kind, window):
+def flax_pool(x, kind, window, kernels="xla"):
     shape = (window,) * (x.ndim - 2)
     return nn.max_pool(x, shape, strides=shape) if kind == "max" else pool(x, kind, window)
 
 
-# name -> (conv class, pooling, jit)
+def cpu_pool(x, kind, window, kernels="xla"):
+    return pool(x, kind, window, "cpu")
+
+
+def cpu_jit(fn, **kw):
+    return xla.jit(fn, kernels="cpu", **kw)
+
+
+# name -> (the model's kernels, pooling, jit)
 VARIANTS = {
-    "flax": (nn.Conv, flax_pool, jax.jit),
-    "pooling": (nn.Conv, pool, jax.jit),
-    "xla_options": (nn.Conv, pool, xla.jit),
-    "dl": (Conv, pool, xla.jit),
+    "flax": ("xla", flax_pool, jax.jit),
+    "pooling": ("xla", cpu_pool, jax.jit),
+    "xla_options": ("xla", cpu_pool, cpu_jit),
+    "dl": ("cpu", pool, cpu_jit),
 }
 
 
 def timer(case, variant, x, y, steps):
     """Seconds per step of this variant's compiled step (common.step_timer)."""
-    conv, pooling, jit = VARIANTS[variant]
-    cnn_module.Conv, cnn_module.pool = conv, pooling
+    kernels, pooling, jit = VARIANTS[variant]
+    cnn_module.pool = pooling
     try:
-        model = case["dl"]()
+        model = case["dl"](kernels)
         tx = optax.adam(1e-3)
         state = train.create_state(model, tx, case["shape"], seed=0)
         step = jit(train.make_train_step(model, tx), donate_argnums=0)
         batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
         state, _ = step(state, batch)  # traced now, with this variant's layers
     finally:
-        cnn_module.Conv, cnn_module.pool = Conv, pool
+        cnn_module.pool = pool
     return step_timer(step, jax.block_until_ready(state), batch, steps)
 
 

@@ -18,6 +18,14 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 
+# The benchmarks time dl as `dl train` runs it: with glibc's malloc kept for XLA:CPU's
+# temporaries, an explicit, process-wide call (never made by `import dl`).
+# DL_BENCH_MALLOC=0 leaves malloc alone (allocator.py's configurations without it).
+if os.environ.get("DL_BENCH_MALLOC", "1") != "0":
+    import dl.kernels
+
+    dl.kernels.tune_host_allocator()
+
 
 def quick() -> bool:
     """`--quick` (or DL_BENCH_QUICK=1): fewer repeats, for checking that a script runs."""
@@ -140,7 +148,8 @@ def state_runner(step: Callable, state, batch) -> Callable[[int], None]:
 
 
 def call_runner(fn: Callable, *args) -> Callable[[int], None]:
-    """run(n): n calls of `dl.xla.jit(fn)(*args)` (compiled here), then a wait."""
+    """run(n): n calls of `dl.kernels.jit(fn, kernels="cpu")(*args)` (compiled here),
+    then a wait."""
     import jax
 
     from dl.kernels import compiler as xla

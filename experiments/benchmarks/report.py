@@ -191,7 +191,7 @@ def cnn_cpu_table(rec) -> list[str]:
         "model",
         "flax ms",
         "+ dl pooling",
-        "+ dl.xla options",
+        "+ dl.kernels options",
         "dl (+ first conv)",
         "PyTorch ms",
         "dl vs flax",
