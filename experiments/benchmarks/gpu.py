@@ -41,7 +41,14 @@ def lm_mfu(cfg, repeats, steps, peak):
         cfg[k] for k in ("vocab", "d", "layers", "heads", "t", "batch")
     )
     model = models.get_model(
-        "lm", vocab, d_model=d, num_layers=layers, num_heads=heads, mlp_dim=4 * d, max_len=t
+        "lm",
+        vocab,
+        kernels="auto",
+        d_model=d,
+        num_layers=layers,
+        num_heads=heads,
+        mlp_dim=4 * d,
+        max_len=t,
     )
     tx = optax.adamw(3e-4)
     state = train.create_state(model, tx, (t,), seed=0, input_dtype="int32")
@@ -89,7 +96,7 @@ def cnn_vs_torch(batch, repeats, steps):
     y = rng.integers(0, 10, batch).astype(np.int32)
     rows = []
     for dtype in ("float32", "bfloat16"):
-        model = models.get_model("cnn", 10, channels=(64, 128, 256), dense=(256,))
+        model = models.get_model("cnn", 10, kernels="auto", channels=(64, 128, 256), dense=(256,))
         tx = optax.adam(1e-3)
         state = train.create_state(model, tx, (32, 32, 3), seed=0)
         step = xla.jit(

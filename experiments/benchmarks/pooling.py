@@ -1,4 +1,4 @@
-"""Max pooling on XLA:CPU: `dl.models.layers.pool` (reshape and reduce) against flax's
+"""Max pooling on XLA:CPU: dl's CPU max pooling (`dl.kernels.max_pool("cpu")`) against flax's
 `nn.max_pool` (reduce_window, whose gradient is a select-and-scatter), forward plus
 backward on a conv activation, and in a whole CNN train step.
 
@@ -21,9 +21,13 @@ from dl.models import cnn as cnn_module
 from dl.models.layers import pool
 
 
-def flax_pool(x, kind, window):
+def flax_pool(x, kind, window, kernels="xla"):
     shape = (window,) * (x.ndim - 2)
     return nn.max_pool(x, shape, strides=shape)
+
+
+def cpu_pool(x, kind, window, kernels="xla"):
+    return pool(x, kind, window, "cpu")
 
 
 def timer(fn, *args, steps=5):
@@ -42,7 +46,7 @@ def main() -> None:
     x = jax.random.normal(jax.random.key(0), (128, 28, 28, 32))
     grads = {
         name: jax.jit(jax.grad(lambda x, f=f: jnp.sum(jnp.sin(f(x, "max", 2)))))
-        for name, f in (("dl", pool), ("flax", flax_pool))
+        for name, f in (("dl", cpu_pool), ("flax", flax_pool))
     }
     res = interleaved({k: timer(g, x) for k, g in grads.items()}, repeats)
     rows = [
@@ -55,7 +59,7 @@ def main() -> None:
     ]
     # The same CNN train step with each pooling (the pool the zoo's CNN calls is swapped).
     steps = {}
-    for name, f in (("dl", pool), ("flax", flax_pool)):
+    for name, f in (("dl", cpu_pool), ("flax", flax_pool)):
         cnn_module.pool = f
         model = models.get_model("cnn", 10, channels=(32, 64), dense=(128,))
         tx = optax.adam(1e-3)
