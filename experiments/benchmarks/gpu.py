@@ -63,7 +63,7 @@ def lm_mfu(cfg, repeats, steps, peak):
     rows = []
     for dtype in ("float32", "bfloat16"):
         step = xla.jit(
-            train.make_train_step(model, tx, compute_dtype=dtype), donate_argnums=0, kernels="cpu"
+            train.make_train_step(model, tx, compute_dtype=dtype), donate_argnums=0, kernels="auto"
         )
         s = train._copy_tree(state)
         res = interleaved({"lm": step_timer(step, s, batch_, steps)}, repeats)["lm"]["median_s"]
@@ -100,7 +100,7 @@ def cnn_vs_torch(batch, repeats, steps):
         tx = optax.adam(1e-3)
         state = train.create_state(model, tx, (32, 32, 3), seed=0)
         step = xla.jit(
-            train.make_train_step(model, tx, compute_dtype=dtype), donate_argnums=0, kernels="cpu"
+            train.make_train_step(model, tx, compute_dtype=dtype), donate_argnums=0, kernels="auto"
         )
         ours = step_timer(step, state, {"x": jnp.asarray(x), "y": jnp.asarray(y)}, steps)
 
