@@ -142,3 +142,38 @@ def test_import_dl_leaves_malloc_alone_and_reaches_every_submodule():
         [sys.executable, "-c", _SIDE_EFFECTS], capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+# The layers of ARCHITECTURE.md, lowest first: a module imports only from its own layer
+# or lower ones.
+LAYERS = [
+    ("dl._errors", "dl.plotting"),
+    ("dl.data",),
+    ("dl.kernels",),
+    ("dl.models",),
+    ("dl.losses", "dl.optim", "dl.metrics", "dl.generative"),
+    ("dl.step",),
+    ("dl.parallel", "dl.checkpoint"),
+    ("dl.train", "dl.elm"),
+    ("dl.gan", "dl.analysis", "dl.adversarial"),
+    ("dl.recipes",),
+    ("dl.baselines",),
+    ("dl.experiments", "dl.notebook"),
+    ("dl.cli",),
+]
+
+
+def _layer(module: str) -> int:
+    for rank, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    raise AssertionError(f"{module} is in no layer of LAYERS")
+
+
+def test_imports_go_from_higher_layers_to_lower_ones():
+    graph = import_graph()
+    for name, edges in graph.items():
+        if name == "dl":
+            continue
+        for target in edges:
+            assert _layer(target) <= _layer(name), f"{name} imports {target}, a higher layer"
