@@ -196,7 +196,10 @@ def test_relu_cnn_gradients_unchanged_by_the_pooling_rewrite(monkeypatch):
 
     x = jax.random.normal(jax.random.key(0), (8, 28, 28, 1))
     y = jnp.arange(8) % 10
-    for model in (get_model("lenet5", 10), get_model("cnn", 10, channels=(8, 16))):
+    built = [get_model("lenet5", 10, kernels=k) for k in ("xla", "cpu")] + [
+        get_model("cnn", 10, channels=(8, 16), kernels=k) for k in ("xla", "cpu")
+    ]
+    for model in built:
         params = model.init(jax.random.key(1), x)
 
         def loss(p, model=model):
@@ -208,7 +211,9 @@ def test_relu_cnn_gradients_unchanged_by_the_pooling_rewrite(monkeypatch):
             m.setattr(
                 cnn_module,
                 "pool",
-                lambda x, kind, w: nn.max_pool(x, (w,) * (x.ndim - 2), strides=(w,) * (x.ndim - 2)),
+                lambda x, kind, w, kernels="xla": nn.max_pool(
+                    x, (w,) * (x.ndim - 2), strides=(w,) * (x.ndim - 2)
+                ),
             )
             g_ref = jax.grad(loss)(params)
         chex.assert_trees_all_close(g_ours, g_ref, rtol=1e-5, atol=1e-6)
