@@ -177,22 +177,11 @@ def reference_attention(
     )
 
 
-def attention(
-    query,
-    key,
-    value,
-    mask=None,
-    dropout_rng=None,
-    dropout_rate: float = 0.0,
-    broadcast_dropout: bool = True,
-    deterministic: bool = False,
-    dtype=None,
-    precision=None,
-    *,
-    causal: bool = False,
-):
+def attention(query, key, value, mask=None, *, causal: bool = False, **kwargs):
     """`reference_attention` with this module's VJP where it applies (see the module
-    docstring); same arguments and results."""
+    docstring); same arguments (flax's `attention_fn` keywords) and results."""
+    dropout_rate, deterministic = kwargs.get("dropout_rate", 0.0), kwargs.get("deterministic")
+    dtype, precision = kwargs.get("dtype"), kwargs.get("precision")
     _check_causal(query, key, causal)
     dropout_active = dropout_rate > 0.0 and not deterministic
     if dtype is not None:
@@ -201,19 +190,7 @@ def attention(
         reverse_mode_only("attention", query, key, value)
         scale = np.float32(1.0 / np.sqrt(query.shape[-1])).astype(query.dtype)
         return _attention(query * scale, key, value, mask, causal)
-    return reference_attention(
-        query,
-        key,
-        value,
-        mask,
-        dropout_rng,
-        dropout_rate,
-        broadcast_dropout,
-        deterministic,
-        dtype,
-        precision,
-        causal=causal,
-    )
+    return reference_attention(query, key, value, mask, causal=causal, **kwargs)
 
 
 causal_attention = functools.partial(attention, causal=True)
