@@ -100,7 +100,7 @@ _BY_MODEL_DATASET: dict[tuple[str, str], dict[str, Any]] = {
     ("lm", "pytext"): dict(dataset_kwargs={"seq_len": 64}),
     # 7x7 patches (16 tokens): on 4000 images they beat 4x4 patches (96.1% vs 90.8%).
     ("vit", "mnist5k"): dict(epochs=40, learning_rate=2e-3, model_kwargs={"patch_size": 7}),
-    # Graph classification (issue 6, first part): with one-hot degree features the GCN
+    # Graph classification: with one-hot degree features the GCN
     # separates cycles from trees (100%); with constant features it stays at chance.
     ("gcn", "cycles_trees"): dict(epochs=20),
     ("gat", "cycles_trees"): dict(epochs=20),
