@@ -453,9 +453,12 @@ class Strategy:
 class TrainCalls:
     """Runs an epoch's train steps in compiled calls: what `dl.train.fit` loops over.
 
-    `run(state, sums, epoch, start, stop)` runs steps `start..stop-1` of epoch `epoch`
-    (0-based; the batch order is `dl.data.epoch_plan(seed, epoch)` on every strategy) and
-    adds their metrics to `sums` (None: start from zeros). One device or a mesh: a call
+    `begin_epoch(epoch, start, last)` places epoch `epoch`'s batch order (0-based:
+    `dl.data.epoch_plan(seed, epoch)` on every strategy); `calls(start, step,
+    checkpoint_every)` cuts the epoch into calls; `run(state, sums, first, stop)` runs
+    steps `first..stop-1` and adds their metrics to `sums` (None: start from zeros);
+    `end_epoch(epoch)` sorts the next epoch's order while the device trains. One device
+    or a mesh: a call
     is `dl.step.make_train_loop`, compiled once, gathering each batch on the device;
     `steps_per_call=1` runs one step per call without a loop (XLA:CPU computes lax's
     convolution gradients slowly inside loops: jax-ml/jax#12868). "pmap" and several
