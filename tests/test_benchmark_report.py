@@ -114,8 +114,18 @@ def test_verdicts_follow_the_numbers_both_ways(report, monkeypatch):
             }
         ],
     )
+    _write(
+        report,
+        "ab_commits",
+        [
+            {"model": "mlp", "base_ms": 2.0, "head_ms": 2.08, "head_over_base": 1.04},
+            {"model": "cnn", "base_ms": 10.0, "head_ms": 11.0, "head_over_base": 1.1},
+        ],
+    )
     report.main()
     md = report.OUT.read_text()
+    assert "| mlp | 2.00 | 2.08 | 1.040 PASS |" in md
+    assert "| cnn | 10.00 | 11.00 | 1.100 FAIL |" in md
     row = "| lm | 70.00 / 90.00 / 105.00 | 0 / 20000 / 45000 | 1.50x, 1.17x | "
     assert row + "90.00 / 91.00 / 92.00 | 1.29x |" in md
     assert "| fast | 9.00 | 8.00 | 7.00 | 5.00 | 6.00 | 1.80x | 1.20x PASS |" in md

@@ -22,7 +22,7 @@ from dl.kernels._common import reverse_mode_only, vjp_keeping_inputs
 # Work (taps x output channels) up to which a one-channel convolution is computed as a
 # sum of shifted inputs, and input channels up to which a 2-D convolution's input
 # gradient is computed by rows: where each form won in whole train steps
-# (experiments/results/benchmarks.md).
+# (experiments/results/cpu_notes.md).
 MAX_SHIFTED_WORK = 640
 MAX_ROW_GRAD_CHANNELS = 16
 
@@ -159,7 +159,7 @@ def _materialised_sum(x, w, padding):
     # sum's, bit for bit, whichever runs; the predicate depends on the weights only so
     # that XLA cannot fold the conditional away. This costs one branch call where
     # recomputing costs the taps' multiply-adds in each consumer; it paid off only with
-    # more taps than channels (experiments/results/benchmarks.md).
+    # more taps than channels (experiments/results/cpu_notes.md).
     def branch(x, w):
         return _shifted_sum(x, w, padding)
 

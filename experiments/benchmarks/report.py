@@ -264,6 +264,19 @@ def gpu_table(rec) -> list[str]:
     return lines
 
 
+def ab_commits_table(rec) -> list[str]:
+    columns = ["model", "base ms/step", "this tree ms/step", "this / base (target <= 1.05)"]
+    title = "dl's CPU-kernel steps at two commits (`ab_commits.py`)"
+    lines = _section(title, rec, columns)
+    for r in rec["rows"]:
+        ratio = r["head_over_base"]
+        lines.append(
+            f"| {r['model']} | {r['base_ms']:.2f} | {r['head_ms']:.2f} | "
+            f"{ratio:.3f} {_mark(ratio <= 1.05)} |"
+        )
+    return lines
+
+
 def main() -> None:
     if "--run" in sys.argv:
         for script in SCRIPTS:
@@ -274,7 +287,8 @@ def main() -> None:
         "# Benchmarks",
         "",
         "Ratios of medians over repeats, each pair timed in turn in one process "
-        "(`experiments/benchmarks/`). Written by `python experiments/benchmarks/report.py`.",
+        "(`experiments/benchmarks/`). Written by `python experiments/benchmarks/report.py`; "
+        "earlier measurements and the CPU kernels' design notes are in `cpu_notes.md`.",
         "",
     ]
     for name, table in (
@@ -287,6 +301,7 @@ def main() -> None:
         ("dense", dense_table),
         ("cnn_cpu", cnn_cpu_table),
         ("allocator", allocator_table),
+        ("ab_commits", ab_commits_table),
     ):
         rec = _load(name)
         parts += (table(rec) if rec else [f"## {name}", "", "not run"]) + [""]
