@@ -682,25 +682,16 @@ def train_and_evaluate_gan(config, out, *, progress: bool = True) -> dict[str, A
         )
     g_tx, d_tx = make_optimizers(config.learning_rate)
     state = create_gan_state(model, g_tx, d_tx, seed=config.seed)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.epochs, desc=f"{config.model} on {config.dataset}")
-    try:
-        result = fit_gan(
-            state,
-            make_gan_step(model, g_tx, d_tx),
-            *ds.train,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            on_epoch=(lambda e, s: bar.update(1)) if bar is not None else None,
-            kernels=config.kernels,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
+    result = fit_gan(
+        state,
+        make_gan_step(model, g_tx, d_tx),
+        *ds.train,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        kernels=config.kernels,
+        progress=progress,
+    )
     with open(out / "metrics.jsonl", "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in result.history)
     key = jax.random.key(config.seed)

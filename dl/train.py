@@ -273,9 +273,10 @@ def fit(
       check_labels: check labels are integers in [0, num_classes) (classification).
       targets: "labels" (class ids, for cross-entropy) or "values" (regression); None
         infers it from y's dtype (integers are labels).
-      on_epoch: called as `on_epoch(epoch, state)` after each epoch's record (e.g. to
-        measure the state); the state is valid during the call only (the next step
-        reuses its buffers), so copy what you keep.
+      on_epoch: called as `on_epoch(epoch, state)` after each epoch's record, and as
+        `on_epoch(0, state)` with the initial state before a fresh run's first step
+        (e.g. to measure the state); the state is valid during the call only (the next
+        step reuses its buffers), so copy what you keep.
       checkpoint_dir: folder for checkpoints (see `dl.checkpoint`), or None.
       checkpoint_every: steps between checkpoints; None saves at the end of every epoch.
       keep_checkpoints: how many recent checkpoints to keep (plus the best one when
@@ -365,6 +366,8 @@ def fit(
     log = open(metrics_path, "a") if metrics_path is not None else None  # noqa: SIM115
     bar = _progress_bar(progress, epochs, run.epoch - 1)
     step = int(target.step)
+    if on_epoch is not None and run.epoch == 1 and run.batch == 0:
+        on_epoch(0, strategy.get_state(state))
     try:
         with _SignalFlag(handle_signals) as flag:
             for epoch in range(run.epoch, epochs + 1):

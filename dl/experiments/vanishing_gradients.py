@@ -89,8 +89,7 @@ def _train_with_norms(model, ds, depth, epochs, seed, probe):
         steps_per_call=tr.default_steps_per_call(model),
         kernels="auto",
     )
-    init = tr.create_state(model, optax.identity(), x.shape[1:], seed=seed)
-    norms = [analysis.layer_gradient_norms(model, init, *probe, layers=_layers(depth))]
+    norms = []  # at initialisation (epoch 0), then after each epoch
 
     def record(epoch, state):
         norms.append(analysis.layer_gradient_norms(model, state, *probe, layers=_layers(depth)))

@@ -71,7 +71,8 @@ def test_conditional_gan_needs_labels_and_sampling_is_in_range():
 
 def test_fit_gan_runs_dl_fit_loop_with_epoch_means():
     """The GAN keeps its own two-optimizer step but trains in dl.train.fit's loop: the
-    history holds epoch means from the step's sums, and on_epoch sees each epoch."""
+    history holds epoch means from the step's sums, and on_epoch sees the initial state
+    and each epoch."""
     model, g_tx, d_tx, state = _setup()
     x = np.asarray(jax.random.uniform(jax.random.key(1), (40, 8, 8, 1)))
     seen = []
@@ -84,7 +85,7 @@ def test_fit_gan_runs_dl_fit_loop_with_epoch_means():
         batch_size=16,
         on_epoch=lambda e, s: seen.append((e, int(s.step))),
     )
-    assert seen == [(1, 2), (2, 4)] and int(res.state.step) == 4
+    assert seen == [(0, 0), (1, 2), (2, 4)] and int(res.state.step) == 4
     row = res.history[-1]
     assert {"d_loss", "g_loss", "d_real", "d_fake", "epoch", "step", "time_s"} <= set(row)
     assert row["count"] == 32 and 0 < row["d_real"] < 1 and row["epoch"] == 2
