@@ -1,15 +1,15 @@
 # ruff: noqa: E501  (the child script below is one string)
 """dl's train steps at two commits, in one run: the checked-out tree against `--base`.
 
-Each round runs one child process per tree, in turn (base, this tree, base, ...), so a
-noisy neighbour slows both alike; a child times every model's step (`steps.py`'s
+Each round runs one child process per tree, in turn, the order swapped every other
+round (base, this tree, this tree, base, ...), so a noisy neighbour slows both alike; a child times every model's step (`steps.py`'s
 models, batch and Adam) with dl's CPU kernels and the host-allocator tuning, medians
 over repeats. Older trees, whose `import dl` tuned malloc and whose models and
 `dl.xla.jit` chose the CPU formulations themselves, are driven through their own API.
 The result is each model's median over rounds and the ratio this tree / base (< 1:
 faster now).
 
-    python experiments/benchmarks/ab_commits.py --base a06ecc3 [--rounds 3] [--quick]
+    python experiments/benchmarks/ab_commits.py --base a06ecc3 [--rounds 4] [--quick] [MODEL ...]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ else:
     from dl import xla
     jit = lambda f: xla.jit(f, donate_argnums=0)
     kw = {}
-repeats, target = int(sys.argv[1]), float(sys.argv[2])
+repeats, target, only = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
 cases = {
     "mlp": (lambda: models.get_model("mlp", 10, widths=(512, 512), **kw), (28, 28, 1), 128, 10, False),
     "lenet5": (lambda: models.get_model("lenet5", 10, **kw), (28, 28, 1), 128, 10, False),
@@ -54,6 +54,8 @@ cases = {
 out = {}
 rng = np.random.default_rng(0)
 for name, (make, shape, b, k, tokens) in cases.items():
+    if only and name not in only:
+        continue
     model, tx = make(), optax.adam(1e-3)
     dtype = "int32" if tokens else "float32"
     state = train.create_state(model, tx, shape, seed=0, input_dtype=dtype)
@@ -89,12 +91,12 @@ def _worktree(rev: str, where: Path) -> Path:
     return where
 
 
-def _child(tree: Path, repeats: int, target_s: float) -> dict[str, float]:
+def _child(tree: Path, repeats: int, target_s: float, only: list[str]) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     env.pop("DL_MALLOC_TUNING", None)
     env.pop("DL_XLA_DEFAULTS", None)
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(repeats), str(target_s)],
+        [sys.executable, "-c", CHILD, str(repeats), str(target_s), *only],
         env=env,
         cwd=tree,
         capture_output=True,
@@ -107,17 +109,20 @@ def _child(tree: Path, repeats: int, target_s: float) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="the commit to compare with")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("models", nargs="*", help="a subset: mlp lenet5 cnn lstm transformer")
     args = p.parse_args()
     repeats, target = (3, 0.3) if args.quick else (5, 1.0)
     with tempfile.TemporaryDirectory() as tmp:
         base = _worktree(args.base, Path(tmp) / "base")
         try:
             runs: dict[str, list[dict]] = {"base": [], "head": []}
+            trees = [("base", base), ("head", ROOT)]
             for i in range(args.rounds):
-                for label, tree in (("base", base), ("head", ROOT)):
-                    runs[label].append(_child(tree, repeats, target))
+                # ABBA: each tree goes first in every other round
+                for label, tree in trees if i % 2 == 0 else trees[::-1]:
+                    runs[label].append(_child(tree, repeats, target, args.models))
                     print(f"round {i + 1} {label}: {runs[label][-1]}", flush=True)
         finally:
             subprocess.run(
@@ -142,8 +147,8 @@ def main() -> None:
     save(
         "ab_commits",
         rows,
-        notes=f"base {args.base}; {args.rounds} rounds of one child process per tree, "
-        "alternating; medians over rounds of each child's median ms/step.",
+        notes=f"base {args.base}; {args.rounds} rounds of one child process per tree "
+        "(ABBA order); medians over rounds of each child's median ms/step.",
     )
 
 
