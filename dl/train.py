@@ -271,8 +271,10 @@ def fit(
         resume it is rewritten from the checkpoint's history first).
       progress: show a tqdm progress bar (to stderr).
       check_labels: check labels are integers in [0, num_classes) (classification).
-      targets: "labels" (class ids, for cross-entropy) or "values" (regression); None
-        infers it from y's dtype (integers are labels).
+      targets: "labels" (class ids, for cross-entropy) or "values" (regression,
+        reconstruction, binary cross-entropy); None infers it from y: "values" when y
+        holds real numbers that are not all integers, else "labels". Pass it for
+        integer-valued regression targets and 0/1 reconstruction targets.
       on_epoch: called as `on_epoch(epoch, state)` after each epoch's record, and as
         `on_epoch(0, state)` with the initial state before a fresh run's first step
         (e.g. to measure the state); the state is valid during the call only (the next
@@ -502,9 +504,7 @@ def _restore(mngr: CheckpointManager, state, signature, early_stopping):
 def _check_data(state, train_data, eval_data, targets, check_labels, early_stopping, batch_size):
     """Check the training and evaluation sets once, on the host; return them as arrays."""
     if targets is None:
-        y = train_data[1] if isinstance(train_data, tuple | list) and len(train_data) == 2 else None
-        dtype = getattr(np.asarray(y) if y is not None else None, "dtype", None)
-        targets = "values" if dtype is not None and dtype.kind == "f" else "labels"
+        targets = _infer_targets(train_data)
     if targets not in ("labels", "values"):
         raise ValueError(f'targets must be "labels", "values" or None; got {targets!r}.')
     labels = targets == "labels"
@@ -534,6 +534,17 @@ def _check_data(state, train_data, eval_data, targets, check_labels, early_stopp
             f"use batch_size <= {len(x)}."
         )
     return (x, y), evals
+
+
+def _infer_targets(train_data) -> str:
+    """ "labels" unless y holds real values that are not all integers (regression or
+    reconstruction targets): integer class ids stored as floats stay labels."""
+    y = train_data[1] if isinstance(train_data, tuple | list) and len(train_data) == 2 else None
+    y = np.asarray(y) if y is not None else None
+    if y is None or not np.issubdtype(y.dtype, np.floating):
+        return "labels"
+    integral = np.all(np.isfinite(y)) and np.all(y == np.round(y))
+    return "labels" if integral else "values"
 
 
 def _evaluate_sets(strategy, eval_fn, state, sets, batch_size) -> dict[str, float]:
@@ -699,6 +710,7 @@ def train(
         **step_kw,
     )
     fit_kwargs.setdefault("seed", config.seed)
+    fit_kwargs.setdefault("targets", "labels" if config.loss == "cross_entropy" else "values")
     return fit(
         state,
         train_step,

@@ -395,3 +395,27 @@ def test_bad_compute_dtype_is_rejected():
         train.make_train_step(model, tx, compute_dtype="float16")
     with pytest.raises(ValueError, match="compute_dtype"):
         train.make_eval_step(model, compute_dtype="int8")
+
+
+def test_targets_are_inferred_from_the_values_and_can_be_named():
+    """fit checks y as class labels unless told otherwise or y holds real values that are
+    not all integers; integer class ids stored as floats stay labels (range-checked)."""
+    assert train._infer_targets((None, np.array([0, 2, 1]))) == "labels"
+    assert train._infer_targets((None, np.array([0.0, 2.0, 1.0]))) == "labels"
+    assert train._infer_targets((None, np.array([0.5, 2.0]))) == "values"
+    ds = data.load("digits")
+    model = models.get_model("mlp", 1, widths=(8,))
+    tx = optim.make_optimizer("adam", learning_rate=1e-3)
+    state = train.create_state(model, tx, ds.input_shape, seed=0)
+    step, ev = train.make_train_step(model, tx, loss="mse"), train.make_eval_step(model, loss="mse")
+    x = ds.x_train
+    y_real = (ds.y_train[:, None] / 3.0).astype(np.float32)  # regression targets
+    res = train.fit(state, step, ev, (x, y_real), epochs=1, batch_size=64, progress=False)
+    assert np.isfinite(res.history[-1]["train/loss"])
+    y_int = ds.y_train[:, None].astype(np.float32)  # integer-valued regression targets
+    with pytest.raises(ValueError, match=r"targets='values'"):
+        train.fit(state, step, ev, (x, y_int), epochs=1, batch_size=64, progress=False)
+    res = train.fit(
+        state, step, ev, (x, y_int), epochs=1, batch_size=64, progress=False, targets="values"
+    )
+    assert np.isfinite(res.history[-1]["train/loss"])

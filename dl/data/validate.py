@@ -64,6 +64,7 @@ def check_arrays(
         )
         raise ValueError(
             f"{name}: y must hold integer labels of shape {want}; got shape {y.shape}.{hint}"
+            " For real-valued targets (regression, reconstruction) use targets='values'."
         )
     if len(y) != len(x):
         raise ValueError(f"{name}: x has {len(x)} examples but y has {len(y)} labels.")
@@ -103,7 +104,10 @@ def check_arrays(
         ):
             y = y.astype(np.int32)
         else:
-            raise ValueError(f"{name}: y must hold integer class labels; got dtype {y.dtype}.")
+            raise ValueError(
+                f"{name}: y must hold integer class labels; got dtype {y.dtype}. For "
+                "real-valued targets (regression, reconstruction) use targets='values'."
+            )
     if allow_unlabelled and y.max() < 0:
         raise ValueError(
             f"{name}: every label is -1 (unlabelled); at least one position needs a label."
@@ -117,5 +121,6 @@ def check_arrays(
                 f"model; got labels in [{lo}, {hi}]. Remap the labels or build the model "
                 f"with num_classes={hi + 1}."
                 + (" Mark unlabelled positions with -1." if allow_unlabelled else "")
+                + " For real-valued targets (regression) use targets='values'."
             )
     return x, y.astype(np.int32)
