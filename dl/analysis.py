@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from dl.optim import freeze, param_labels  # noqa: F401  (re-exported: dl.analysis API)
 
 # ----------------------------------------------------------------------------- activations
 
@@ -599,23 +601,6 @@ def top_patches(
 # --------------------------------------------------------------------- frozen-layer training
 
 
-def param_labels(params, frozen: Callable[[str], bool]):
-    """The label "frozen" or "trained" of every leaf, from its top-level module name."""
-    labels = {}
-    for name, sub in params.items():
-        label = "frozen" if frozen(name) else "trained"
-        labels[name] = jax.tree.map(lambda _, lab=label: lab, sub)
-    return labels
-
-
-def freeze(tx: optax.GradientTransformation, params, frozen: Callable[[str], bool]):
-    """`tx` for the trained parameters; zero updates (and no optimizer state) for the
-    top-level modules where `frozen(name)` is true."""
-    return optax.multi_transform(
-        {"trained": tx, "frozen": optax.set_to_zero()}, param_labels(params, frozen)
-    )
-
-
 def train_frozen(
     model: nn.Module,
     train: tuple[Any, Any],
@@ -648,11 +633,6 @@ def train_frozen(
     from dl import train as tr
 
     x, y = np.asarray(train[0], np.float32), np.asarray(train[1])
-    names = set(jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1]))["params"])
-    unknown = (set(copy or {}) | set(frozen)) - names
-    if unknown:
-        raise ValueError(f"Unknown module(s) {sorted(unknown)}; the model has {sorted(names)}.")
-    frozen_set = set(frozen)
     config = tr.FitConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -667,7 +647,7 @@ def train_frozen(
         (x, y),
         config,
         params=copy,
-        frozen=lambda name: name in frozen_set,
+        frozen=list(frozen),
         eval_data={"test": test},
         progress=False,
         handle_signals=False,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import jax
 import optax
@@ -145,3 +146,20 @@ def make_optimizer(
     else:
         parts.append(optax.rmsprop(lr))  # decay 0.9, no momentum (Hinton's lecture 6e)
     return optax.chain(*parts) if len(parts) > 1 else parts[0]
+
+
+def param_labels(params, frozen: Callable[[str], bool]):
+    """The label "frozen" or "trained" of every leaf, from its top-level module name."""
+    labels = {}
+    for name, sub in params.items():
+        label = "frozen" if frozen(name) else "trained"
+        labels[name] = jax.tree.map(lambda _, lab=label: lab, sub)
+    return labels
+
+
+def freeze(tx: optax.GradientTransformation, params, frozen: Callable[[str], bool]):
+    """`tx` for the trained parameters; zero updates (and no optimizer state) for the
+    top-level modules where `frozen(name)` is true."""
+    return optax.multi_transform(
+        {"trained": tx, "frozen": optax.set_to_zero()}, param_labels(params, frozen)
+    )

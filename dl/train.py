@@ -19,12 +19,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import jax
 import numpy as np
-import optax
 
 from dl import metrics as metrics_lib
 from dl._errors import check_positive_int
@@ -33,7 +32,7 @@ from dl.data.augment import AUGMENTATIONS
 from dl.data.batching import batches, num_batches
 from dl.data.validate import check_arrays
 from dl.models import DCGAN, ResNet, ViT
-from dl.optim import OptimizerConfig, make_optimizer
+from dl.optim import OptimizerConfig, freeze, make_optimizer
 from dl.parallel import TrainCalls, get_strategy
 from dl.step import (  # noqa: F401  (re-exported: dl.train is the documented home)
     COMPUTE_DTYPES,
@@ -656,7 +655,7 @@ def train(
     *,
     input_dtype: str = "float32",
     params: Mapping[str, Any] | None = None,
-    frozen: Callable[[str], bool] | None = None,
+    frozen: Collection[str] | None = None,
     axis_name: str | None = None,
     **fit_kwargs,
 ) -> FitResult:
@@ -673,8 +672,8 @@ def train(
       input_dtype: "float32", or "int32" for token ids.
       params: initial parameters for the top-level modules present in it (others keep
         their initialisation), e.g. copied from a pre-trained network.
-      frozen: `frozen(module_name)` is True for the top-level modules whose parameters
-        get zero updates (and no optimizer state).
+      frozen: names of top-level modules whose parameters get zero updates (and no
+        optimizer state), `dl.optim.freeze`; an empty list still wraps the optimizer.
       axis_name: the steps' pmap axis (the "pmap" strategy needs `dl.parallel.DATA_AXIS`).
       **fit_kwargs: passed to `fit` (eval_data, early_stopping, checkpoint_dir, ...).
 
@@ -688,17 +687,17 @@ def train(
     tx = make_optimizer(config.optimizer, steps)
     state = create_state(model, tx, np.shape(x)[1:], seed=config.seed, input_dtype=input_dtype)
     if params is not None or frozen is not None:
-        merged = dict(state.params)
-        merged.update({k: jax.tree.map(jax.numpy.asarray, v) for k, v in (params or {}).items()})
-        unknown = set(params or {}) - set(state.params)
+        unknown = (set(params or {}) | set(frozen or ())) - set(state.params)
         if unknown:
             raise ValueError(
-                f"Unknown module(s) {sorted(unknown)} in params; the model has "
+                f"Unknown module(s) {sorted(unknown)} in params or frozen; the model has "
                 f"{sorted(state.params)}."
             )
+        merged = dict(state.params)
+        merged.update({k: jax.tree.map(jax.numpy.asarray, v) for k, v in (params or {}).items()})
         if frozen is not None:
-            labels = {name: _labels(sub, frozen(name)) for name, sub in merged.items()}
-            tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+            frozen_set = set(frozen)
+            tx = freeze(tx, merged, lambda name: name in frozen_set)
         state = state.replace(params=merged, opt_state=tx.init(merged))
     step_kw = dict(loss=config.loss, compute_dtype=config.compute_dtype, axis_name=axis_name)
     train_step = make_train_step(
@@ -723,7 +722,3 @@ def train(
         kernels=config.kernels,
         **fit_kwargs,
     )
-
-
-def _labels(tree, frozen: bool):
-    return jax.tree.map(lambda _: "frozen" if frozen else "trained", tree)
