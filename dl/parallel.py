@@ -457,12 +457,13 @@ class TrainCalls:
     `dl.data.epoch_plan(seed, epoch)` on every strategy); `calls(start, step,
     checkpoint_every)` cuts the epoch into calls; `run(state, sums, first, stop)` runs
     steps `first..stop-1` and adds their metrics to `sums` (None: start from zeros);
-    `end_epoch(epoch)` sorts the next epoch's order while the device trains. One device
-    or a mesh: a call
-    is `dl.step.make_train_loop`, compiled once, gathering each batch on the device;
-    `steps_per_call=1` runs one step per call without a loop (XLA:CPU computes lax's
-    convolution gradients slowly inside loops: jax-ml/jax#12868). "pmap" and several
-    processes: one compiled step per batch, the metrics summed on the device.
+    `end_epoch(epoch)` sorts the next epoch's order while the device trains.
+
+    One device or a mesh: a call is `dl.step.make_train_loop`, compiled once, gathering
+    each batch on the device; `steps_per_call=1` runs one step per call without a loop
+    (XLA:CPU computes lax's convolution gradients slowly inside loops: jax-ml/jax#12868).
+    "pmap" and several processes: one compiled step per batch, the metrics summed on
+    the device.
     """
 
     def __init__(self, strategy, train_step, state, data, batch_size, seed, steps_per_call):

@@ -59,15 +59,16 @@ def evaluate(
     """
     if strategy is not None:
         strategy = get_strategy(strategy)
-        fn, placed = strategy.jit_eval_step(eval_step), strategy.put_state(state)
-        data = strategy.put_data(x, y)
-        all_batches = strategy.batches(
-            data, strategy.round_batch_size(batch_size), shuffle=False, remainder="pad"
+        return _evaluate_placed(
+            strategy,
+            strategy.jit_eval_step(eval_step),
+            strategy.put_state(state),
+            strategy.put_data(x, y),
+            strategy.round_batch_size(batch_size),
         )
-    else:
-        fn, placed = eval_step, state
-        all_batches = batches(x, y, batch_size, shuffle=False, remainder="pad")
-    return _mean_metrics(fn, placed, all_batches)
+    return _mean_metrics(
+        eval_step, state, batches(x, y, batch_size, shuffle=False, remainder="pad")
+    )
 
 
 def _mean_metrics(eval_fn, state, all_batches) -> dict[str, float]:
@@ -546,12 +547,17 @@ def _infer_targets(train_data) -> str:
     return "labels" if integral else "values"
 
 
+def _evaluate_placed(strategy, eval_fn, state, data, batch_size) -> dict[str, float]:
+    """Mean metrics over placed `data`, its last batch padded and masked."""
+    eval_batches = strategy.batches(data, batch_size, shuffle=False, remainder="pad")
+    return _mean_metrics(eval_fn, state, eval_batches)
+
+
 def _evaluate_sets(strategy, eval_fn, state, sets, batch_size) -> dict[str, float]:
     """Every eval set's mean metrics, as history keys "<set>/<metric>"."""
     out = {}
     for name, data in sets.items():
-        eval_batches = strategy.batches(data, batch_size, shuffle=False, remainder="pad")
-        res = _mean_metrics(eval_fn, state, eval_batches)
+        res = _evaluate_placed(strategy, eval_fn, state, data, batch_size)
         out.update({f"{name}/{k}": v for k, v in res.items()})
     return out
 
