@@ -148,7 +148,7 @@ def _cmd_reproduce(args) -> int:
     import time
     import traceback
 
-    from dl.experiments import EXPERIMENTS, get_experiment
+    from dl.experiments import EXPERIMENTS, configure, get_experiment
     from dl.experiments.index import write_index
 
     if args.list:
@@ -163,7 +163,7 @@ def _cmd_reproduce(args) -> int:
         t0 = time.perf_counter()
         print(f"dl reproduce: {name}{' (quick)' if args.quick else ''} ...", flush=True)
         try:
-            res = module.run(root / name, quick=args.quick, seed=args.seed)
+            res = module.run(configure(name, out=root / name, quick=args.quick, seed=args.seed))
         except Exception as e:  # report it, run the others, exit non-zero at the end
             traceback.print_exc()
             failed.append(name)

@@ -1,7 +1,15 @@
 """Experiments that measure the claims of the source texts (`dl reproduce`).
 
-Each experiment module has `NAME` and `run(out, *, quick, seed) -> results` that writes
-results.json (with a "verdicts" list), report.md and figures into `out`.
+Each experiment module has `NAME`, a frozen `Config` dataclass (defaults: the full run;
+`Config(...).quick()`: the short one) and `run(config) -> results`, which writes
+results.json (with a "verdicts" list), report.md and figures into `config.out`:
+
+    from dl.experiments import dl_vs_elm
+    results = dl_vs_elm.run(dl_vs_elm.Config(out="runs/elm", seed=3).quick())
+
+Each verdict is a claim of the source texts (kind "claim") or a sanity check ("check");
+claims measured over seeds carry an estimate, a 95% bootstrap interval and a threshold,
+and are PASS, FAIL or INCONCLUSIVE (`dl.experiments.common.seeded_claim`).
 """
 
 from __future__ import annotations
@@ -43,6 +51,12 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "pre-train on digits 0-4, fine-tune on 5-9 with 10, 100 and all labels",
     ),
 }
+
+
+def configure(name: str, *, out, quick: bool = False, seed: int = 0):
+    """The `Config` of experiment `name` writing to `out`, full or quick, from `seed`."""
+    config = get_experiment(name).Config(out=out, seed=seed)
+    return config.quick() if quick else config
 
 
 def get_experiment(name: str):

@@ -9,7 +9,6 @@ a crafted perturbation of the same size does is "fooled by small perturbations".
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,8 @@ import numpy as np
 from dl import adversarial, data
 from dl.baselines import DeepClassifier
 from dl.experiments.common import (
-    Timer,
+    experiment_config,
+    prepare,
     pyplot,
     report,
     save_figure,
@@ -34,12 +34,14 @@ SETTINGS = {
 SMALL_EPS = 0.1  # 10% of the pixel range: the digits stay easy to read (see the figure)
 
 
-def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Run the experiment and write results.json, report.md and figures to `out`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    s = SETTINGS["quick" if quick else "full"]
-    timer = Timer(log=None if quick else NAME)  # full runs report progress
+Config = experiment_config(NAME, SETTINGS)
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Run the experiment as `config` says; write results.json, report.md and figures to
+    `config.out`."""
+    out, s, timer = prepare(config, Config, NAME)
+    quick, seed = config.is_quick, config.seed
     ds = data.load("mnist5k")
     with timer("train"):
         clf = DeepClassifier("cnn", "mnist5k", epochs=s["epochs"], seed=seed).fit(*ds.train)
@@ -85,6 +87,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
                 for e, p, f in zip(s["eps"], curves["pgd"], curves["fgsm"], strict=True)
             ),
             all(p <= f for p, f in zip(curves["pgd"], curves["fgsm"], strict=True)),
+            kind="check",
         ),
     ]
     results = {

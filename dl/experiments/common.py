@@ -3,19 +3,213 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+OUTCOMES = ("PASS", "FAIL", "INCONCLUSIVE", "NOT MEASURED")
+KINDS = ("claim", "check")
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 4000
 
 
-def verdict(claim: str, criterion: str, measured: Any, passed: bool | None) -> dict[str, Any]:
-    """One checked claim. `passed` None means "not measured here" (e.g. no GPU)."""
-    return {"claim": claim, "criterion": criterion, "measured": measured, "passed": passed}
+class ExperimentConfig:
+    """Base of every experiment's frozen config (made by `experiment_config`): where
+    it writes (`out`), the first seed (`seed`; seeded parts use seed, seed + 1, ...) and
+    `mode` ("full" or "quick"); `quick()` is the short variant."""
+
+    _QUICK: ClassVar[dict[str, Any]] = {}
+
+    def quick(self):
+        """This config with the experiment's quick settings (minutes on 2 CPU cores)."""
+        return dataclasses.replace(self, mode="quick", **self._QUICK)
+
+    @property
+    def is_quick(self) -> bool:
+        return self.mode == "quick"
+
+    def settings(self) -> dict[str, Any]:
+        """The experiment's own settings (every field but out, seed and mode)."""
+        names = [f.name for f in dataclasses.fields(self)]
+        return {n: getattr(self, n) for n in names if n not in ("out", "seed", "mode")}
+
+    def __post_init__(self):
+        if self.mode not in ("full", "quick"):
+            raise ValueError(f"mode must be 'full' or 'quick'; got {self.mode!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0; got {self.seed!r}.")
+        seeds = getattr(self, "seeds", 1)
+        if isinstance(seeds, int) and seeds < 1:
+            raise ValueError(f"seeds must be >= 1; got {seeds!r}.")
+        object.__setattr__(self, "out", Path(self.out))
+
+
+def experiment_config(name: str, settings: dict[str, dict[str, Any]]) -> type:
+    """A frozen dataclass `Config` for experiment `name`: fields out, seed, mode and one
+    per key of `settings["full"]` (its value the default); `.quick()` swaps in
+    `settings["quick"]`. Any setting can be changed by name, after quick() since it sets
+    its own: `dataclasses.replace(Config(out="runs/x").quick(), seeds=8)`."""
+    fields: list[tuple[str, Any, Any]] = [
+        ("out", Path | str, dataclasses.field(default=Path("runs/reproduce") / name)),
+        ("seed", int, dataclasses.field(default=0)),
+        ("mode", str, dataclasses.field(default="full")),
+    ]
+    for key, value in settings["full"].items():
+        default = (
+            dataclasses.field(default_factory=lambda v=value: dict(v))
+            if isinstance(value, dict)
+            else dataclasses.field(default=value)
+        )
+        fields.append((key, Any, default))
+    unknown = set(settings["quick"]) - set(settings["full"])
+    if unknown:
+        raise ValueError(f"quick settings of {name} not in its full settings: {sorted(unknown)}")
+    cls = dataclasses.make_dataclass(
+        "Config",
+        fields,
+        bases=(ExperimentConfig,),
+        frozen=True,
+        namespace={"_QUICK": dict(settings["quick"]), "__module__": f"dl.experiments.{name}"},
+    )
+    cls.__doc__ = (
+        f"Settings of the {name} experiment (frozen). Defaults are the full run; "
+        f"`.quick()` gives the quick one: {settings['quick']}."
+    )
+    return cls
+
+
+def bootstrap(
+    values, statistic: str = "mean", *, confidence: float = CONFIDENCE, seed: int = 0
+) -> tuple[float, list[float]]:
+    """The statistic ("mean" or "median") of `values` (one per seed, or per-seed paired
+    differences) and its percentile bootstrap interval: resample the seeds with
+    replacement BOOTSTRAP_RESAMPLES times. Infinite values are allowed (a run that never
+    reached a target); quantiles pick observed resample values, never interpolate, so
+    an interval with +inf stays well defined. With three seeds the interval is the range
+    of the per-seed values (each extreme is drawn three times with chance 1/27 > 2.5%).
+    A fixed resampling seed: the same values always give the same interval."""
+    import numpy as np
+
+    v = np.asarray(values, np.float64)
+    if v.ndim != 1 or len(v) == 0 or np.isnan(v).any():
+        raise ValueError(f"bootstrap needs a non-empty 1-D list of numbers; got {values!r}.")
+    fn = {"mean": np.mean, "median": np.median}[statistic]
+    with np.errstate(invalid="ignore"):  # the mean of +inf and finite values is +inf
+        estimate = float(fn(v))
+        idx = np.random.default_rng(seed).integers(0, len(v), (BOOTSTRAP_RESAMPLES, len(v)))
+        stats = fn(v[idx], axis=1)
+    tail = (1 - confidence) / 2
+    lo, hi = np.quantile(stats, [tail, 1 - tail], method="inverted_cdf")
+    # The interval brackets the estimate (it always does for the median).
+    return estimate, [float(min(lo, estimate)), float(max(hi, estimate))]
+
+
+def decide(ci: list[float], threshold: float, direction: str) -> str:
+    """PASS when the whole interval lies on the claim's side of the threshold (strictly
+    above it for direction "greater", strictly below for "less"), FAIL when none of it
+    does, INCONCLUSIVE when it straddles the threshold."""
+    lo, hi = ci
+    if direction == "greater":
+        return "PASS" if lo > threshold else "FAIL" if hi <= threshold else "INCONCLUSIVE"
+    if direction == "less":
+        return "PASS" if hi < threshold else "FAIL" if lo >= threshold else "INCONCLUSIVE"
+    raise ValueError(f"direction must be 'greater' or 'less'; got {direction!r}.")
+
+
+def seeded_claim(
+    claim: str,
+    criterion: str,
+    per_seed,
+    *,
+    threshold: float,
+    direction: str = "greater",
+    statistic: str = "mean",
+    measured: str = "",
+    unit: str = "",
+    kind: str = "claim",
+    min_seeds: int = 3,
+) -> dict[str, Any]:
+    """A verdict measured over seeds: `per_seed` holds one number per seed (or per-seed
+    paired difference); the estimate and its 95% bootstrap interval decide the outcome
+    (`decide`). Fewer than `min_seeds` values give INCONCLUSIVE whatever they say."""
+    estimate, ci = bootstrap(per_seed, statistic)
+    outcome = decide(ci, threshold, direction)
+    if len(per_seed) < min_seeds:
+        outcome = "INCONCLUSIVE"
+    text = (
+        f"{statistic} {_num(estimate)}{unit}, 95% CI [{_num(ci[0])}, {_num(ci[1])}]{unit} "
+        f"over {len(per_seed)} seeds"
+    )
+    return {
+        "claim": claim,
+        "criterion": criterion,
+        "measured": f"{text}; {measured}" if measured else text,
+        "outcome": outcome,
+        "passed": outcome == "PASS",
+        "kind": _check_kind(kind),
+        "n_seeds": len(per_seed),
+        "estimate": estimate,
+        "ci": ci,
+        "threshold": float(threshold),
+        "direction": direction,
+        "statistic": statistic,
+        "per_seed": [float(x) for x in per_seed],
+    }
+
+
+def verdict(
+    claim: str, criterion: str, measured: Any, passed: bool | None, *, kind: str = "claim"
+) -> dict[str, Any]:
+    """A verdict without an interval: a check (kind "check"), or a claim measured once.
+    `passed` None means "not measured here" (e.g. no GPU, hpelm not installed)."""
+    outcome = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[passed]
+    return {
+        "claim": claim,
+        "criterion": criterion,
+        "measured": measured,
+        "outcome": outcome,
+        "passed": outcome == "PASS",
+        "kind": _check_kind(kind),
+    }
+
+
+def check(claim: str, criterion: str, measured: Any, passed: bool | None) -> dict[str, Any]:
+    """A sanity or acceptance check: reported apart from the source texts' claims."""
+    return verdict(claim, criterion, measured, passed, kind="check")
+
+
+def recompute(v: dict[str, Any]) -> dict[str, Any]:
+    """The seeded verdict `v` computed again from its recorded per-seed values (what the
+    tests use to show that a verdict follows from its numbers)."""
+    return seeded_claim(
+        v["claim"],
+        v["criterion"],
+        v["per_seed"],
+        threshold=v["threshold"],
+        direction=v["direction"],
+        statistic=v["statistic"],
+        kind=v["kind"],
+    )
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}; got {kind!r}.")
+    return kind
+
+
+def _num(x: float) -> str:
+    import math
+
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.3g}"
 
 
 def status(v: dict[str, Any]) -> str:
-    return {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[v["passed"]]
+    return v["outcome"]
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:
@@ -24,6 +218,9 @@ def write_results(out: Path, results: dict[str, Any]) -> None:
     from dl.kernels import resolve
 
     results.setdefault("kernels", resolve("auto"))
+    for v in results.get("verdicts", []):
+        if v.get("outcome") not in OUTCOMES or v.get("kind") not in KINDS:
+            raise ValueError(f"verdict without a valid outcome and kind: {v}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=_jsonable))
 
@@ -43,12 +240,49 @@ def md_cell(x: Any) -> str:
     return str(x).replace("|", "\\|").replace("\n", " ")
 
 
+def interval(v: dict[str, Any]) -> str:
+    """The estimate and 95% interval of a seeded verdict as text ("" for the others)."""
+    if "ci" not in v:
+        return ""
+    lo, hi = v["ci"]
+    op = ">" if v["direction"] == "greater" else "<"
+    return (
+        f"{_num(v['estimate'])} [{_num(lo)}, {_num(hi)}] ({v['n_seeds']} seeds; "
+        f"needs {op} {_num(v['threshold'])})"
+    )
+
+
 def verdict_table(verdicts: list[dict[str, Any]]) -> str:
-    rows = ["| claim | criterion | measured | verdict |", "|---|---|---|---|"]
-    for v in verdicts:
-        cells = (md_cell(v[k]) for k in ("claim", "criterion", "measured"))
-        rows.append("| " + " | ".join(cells) + f" | **{status(v)}** |")
-    return "\n".join(rows)
+    """Markdown: the source texts' claims, then the sanity and acceptance checks, each in
+    its own table; claims show their estimate and interval."""
+    parts = []
+    for kind, title in (("claim", "Claims of the source texts"), ("check", "Checks")):
+        rows = [v for v in verdicts if v.get("kind", "claim") == kind]
+        if not rows:
+            continue
+        lines = [
+            f"**{title}**",
+            "",
+            "| claim | criterion | measured | estimate [95% CI] | verdict |",
+            "|---|---|---|---|---|",
+        ]
+        for v in rows:
+            cells = [md_cell(v[k]) for k in ("claim", "criterion", "measured")]
+            cells.append(md_cell(interval(v)))
+            lines.append("| " + " | ".join(cells) + f" | **{status(v)}** |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def count_outcomes(verdicts: list[dict[str, Any]]) -> str:
+    """E.g. "claims: 3 PASS, 2 FAIL, 1 INCONCLUSIVE; checks: 4 PASS"."""
+    out = []
+    for kind in KINDS:
+        rows = [v for v in verdicts if v.get("kind", "claim") == kind]
+        if rows:
+            n = {o: sum(status(v) == o for v in rows) for o in OUTCOMES}
+            out.append(f"{kind}s: " + ", ".join(f"{k} {o}" for o, k in n.items() if k))
+    return "; ".join(out)
 
 
 class Timer:
@@ -181,9 +415,13 @@ def report(title: str, claim: str, results: dict[str, Any], sections: list[str])
     lines = [
         f"# {title}{' (quick mode)' if results.get('quick') else ''}",
         "",
+        f"Seeds from {results.get('seed', 0)}. PASS: the 95% interval over seeds lies on "
+        "the claim's side of the threshold; FAIL: none of it does; INCONCLUSIVE: it "
+        "straddles the threshold.",
+        "",
         f"Claim: {claim}",
         "",
-        f"{sum(x['passed'] is True for x in v)} of {len(v)} criteria pass.",
+        f"Verdicts: {count_outcomes(v)}.",
         "",
         "## Verdicts",
         "",
@@ -204,4 +442,21 @@ def report(title: str, claim: str, results: dict[str, Any], sections: list[str])
 
 
 def summarize_verdicts(results) -> str:
-    return "\n".join(f"{status(v)}: {v['claim']} ({v['measured']})" for v in results["verdicts"])
+    """One line per verdict, for the terminal."""
+    return "\n".join(
+        f"{status(v)}{' (check)' if v.get('kind') == 'check' else ''}: {v['claim']} "
+        f"({interval(v) or v['measured']})"
+        for v in results["verdicts"]
+    )
+
+
+def prepare(config, cls: type, name: str) -> tuple[Path, dict[str, Any], Timer]:
+    """Check that `config` is the experiment's Config; make its output folder; return
+    (out, settings, timer). Full runs log each section's start and end to stderr."""
+    if not isinstance(config, cls):
+        raise TypeError(
+            f"{name}.run takes a {name}.Config; got {config!r}. Use "
+            f"run(Config(out=...)) or run(Config(out=...).quick())."
+        )
+    config.out.mkdir(parents=True, exist_ok=True)
+    return config.out, config.settings(), Timer(log=None if config.is_quick else name)

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dl import baselines, data
 from dl.experiments.common import (
-    Timer,
+    experiment_config,
+    prepare,
     pyplot,
     report,
     save_figure,
@@ -52,12 +52,14 @@ def _subset(x, y, n, seed):
     return x[idx], y[idx]
 
 
-def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Run the experiment and write results.json, report.md and figures to `out`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    s = SETTINGS["quick" if quick else "full"]
-    timer = Timer(log=None if quick else NAME)  # full runs report progress
+Config = experiment_config(NAME, SETTINGS)
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Run the experiment as `config` says; write results.json, report.md and figures to
+    `config.out`."""
+    out, s, timer = prepare(config, Config, NAME)
+    quick, seed = config.is_quick, config.seed
     (x, y), test = _pool(max(s["sizes"]))
     acc: dict[str, dict[int, list[float]]] = {
         m: {n: [] for n in s["sizes"]} for m in (*DEEP, *CLASSICAL)

@@ -10,12 +10,12 @@ epochs, with and without identity shortcuts.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Any
 
 from dl import data, models
 from dl.experiments.common import (
-    Timer,
+    experiment_config,
+    prepare,
     pyplot,
     report,
     save_figure,
@@ -33,12 +33,14 @@ SETTINGS = {
 KINDS = ("plain", "residual")
 
 
-def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Run the experiment and write results.json, report.md and figures to `out`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    s = SETTINGS["quick" if quick else "full"]
-    timer = Timer(log=None if quick else NAME)  # full runs report progress
+Config = experiment_config(NAME, SETTINGS)
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Run the experiment as `config` says; write results.json, report.md and figures to
+    `config.out`."""
+    out, s, timer = prepare(config, Config, NAME)
+    quick, seed = config.is_quick, config.seed
     ds = data.load("mnist1d")
     runs: dict[str, dict[str, list[float]]] = {}
     with timer("train"):

@@ -28,7 +28,9 @@ import optax
 from dl import analysis, data, models
 from dl.baselines import DeepClassifier
 from dl.experiments.common import (
-    Timer,
+    count_outcomes,
+    experiment_config,
+    prepare,
     pyplot,
     save_figure,
     summarize_verdicts,  # noqa: F401  (the experiment interface)
@@ -375,12 +377,14 @@ def _verdicts(name: str, d: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Run the experiment and write results.json, report.md and figures to `out`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    s = SETTINGS["quick" if quick else "full"]
-    timer = Timer(log=None if quick else NAME)  # full runs report progress
+Config = experiment_config(NAME, SETTINGS)
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Run the experiment as `config` says; write results.json, report.md and figures to
+    `config.out`."""
+    out, s, timer = prepare(config, Config, NAME)
+    quick, seed = config.is_quick, config.seed
     per_dataset: dict[str, Any] = {}
     verdicts: list[dict[str, Any]] = []
     for name in MODELS:
@@ -596,7 +600,7 @@ def _report(r: dict[str, Any]) -> str:
         "detect low-level features (edges, textures), middle layers combine them, deep "
         "layers represent high-level abstractions.",
         "",
-        f"{sum(v['passed'] is True for v in r['verdicts'])} of {len(r['verdicts'])} criteria pass.",
+        f"Verdicts: {count_outcomes(r['verdicts'])}.",
         "",
         "## Verdicts",
         "",

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dl.experiments.common import md_cell, status
+from dl.experiments.common import count_outcomes, interval, md_cell, status
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem;
@@ -22,6 +22,7 @@ th, td { border: 1px solid #ccc; padding: 0.3rem 0.5rem; text-align: left; verti
 th { background: #f3f3f3; }
 .PASS { color: #11692a; font-weight: bold; } .FAIL { color: #b3261e; font-weight: bold; }
 .NOT { color: #666; font-weight: bold; } .ERROR { color: #b3261e; font-weight: bold; }
+.INCONCLUSIVE { color: #8a5a00; font-weight: bold; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5rem 0; }
 """
 
@@ -42,11 +43,14 @@ def _entries_rows(entries: list[dict[str, Any]]):
             yield e["experiment"], v, status(v)
 
 
-def _counts(entries) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for _, _, st in _entries_rows(entries):
-        counts[st] = counts.get(st, 0) + 1
-    return counts
+# The two tables of the index: claims (and experiments that did not finish), then checks.
+_TABLES = (("claim", "Claims of the source texts"), ("check", "Sanity and acceptance checks"))
+
+
+def _table_rows(entries, kind: str):
+    for name, v, st in _entries_rows(entries):
+        if v.get("kind", "claim") == kind:
+            yield name, v, st
 
 
 def write_index(root: Path, entries: list[dict[str, Any]], *, quick: bool, seed: int) -> list[Path]:
@@ -63,8 +67,9 @@ def write_index(root: Path, entries: list[dict[str, Any]], *, quick: bool, seed:
     """
     root.mkdir(parents=True, exist_ok=True)
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    counts = _counts(entries)
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    summary = count_outcomes([v for e in entries for v in e.get("verdicts", [])])
+    failed = sum(bool(e.get("error")) for e in entries)
+    summary += f"; {failed} experiment(s) did not finish (ERROR)" if failed else ""
     total = sum(e.get("time_s", 0.0) for e in entries)
     title = f"dl reproduce{' --quick' if quick else ''} (seed {seed})"
 
@@ -73,15 +78,22 @@ def write_index(root: Path, entries: list[dict[str, Any]], *, quick: bool, seed:
         "",
         f"{when}; {len(entries)} experiments in {total / 60:.1f} min; verdicts: {summary}.",
         "",
-        "| experiment | claim | criterion | measured | verdict |",
-        "|---|---|---|---|---|",
     ]
-    for name, v, st in _entries_rows(entries):
-        md.append(
-            f"| [{name}]({name}/report.md) | {md_cell(v['claim'])} | {md_cell(v['criterion'])} | "
-            f"{md_cell(v['measured'])} | **{st}** |"
-        )
-    md += ["", "## Run time", "", "| experiment | seconds |", "|---|---|"]
+    for kind, heading in _TABLES:
+        md += [
+            f"## {heading}",
+            "",
+            "| experiment | claim | criterion | measured | estimate [95% CI] | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, v, st in _table_rows(entries, kind):
+            cells = [md_cell(v[k]) for k in ("claim", "criterion", "measured")]
+            md.append(
+                f"| [{name}]({name}/report.md) | {' | '.join(cells)} | "
+                f"{md_cell(interval(v))} | **{st}** |"
+            )
+        md.append("")
+    md += ["## Run time", "", "| experiment | seconds |", "|---|---|"]
     md += [f"| {e['experiment']} | {e.get('time_s', 0):.0f} |" for e in entries]
     md += ["", "## Figures", ""]
     for e in entries:
@@ -95,17 +107,23 @@ def write_index(root: Path, entries: list[dict[str, Any]], *, quick: bool, seed:
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{html.escape(when)}; {len(entries)} experiments in {total / 60:.1f} min; "
         f"verdicts: {html.escape(summary)}.</p>",
-        "<table><tr><th>experiment</th><th>claim</th><th>criterion</th><th>measured</th>"
-        "<th>verdict</th></tr>",
     ]
-    for name, v, st in _entries_rows(entries):
-        cls = st.split()[0]
+    for kind, heading in _TABLES:
         h.append(
-            f"<tr><td><a href='#{html.escape(name)}'>{html.escape(name)}</a></td>"
-            f"<td>{html.escape(str(v['claim']))}</td><td>{html.escape(str(v['criterion']))}</td>"
-            f"<td>{html.escape(str(v['measured']))}</td><td class='{cls}'>{st}</td></tr>"
+            f"<h2>{heading}</h2><table><tr><th>experiment</th><th>claim</th><th>criterion</th>"
+            "<th>measured</th><th>estimate [95% CI]</th><th>verdict</th></tr>"
         )
-    h.append("</table>")
+        for name, v, st in _table_rows(entries, kind):
+            cls = st.split()[0]
+            cells = "".join(
+                f"<td>{html.escape(str(x))}</td>"
+                for x in (v["claim"], v["criterion"], v["measured"], interval(v))
+            )
+            h.append(
+                f"<tr><td><a href='#{html.escape(name)}'>{html.escape(name)}</a></td>{cells}"
+                f"<td class='{cls}'>{st}</td></tr>"
+            )
+        h.append("</table>")
     for e in entries:
         name = e["experiment"]
         h.append(f"<h2 id='{html.escape(name)}'>{html.escape(name)}</h2>")

@@ -18,7 +18,8 @@ import numpy as np
 
 from dl import baselines, data, models
 from dl.experiments.common import (
-    Timer,
+    experiment_config,
+    prepare,
     pyplot,
     report,
     save_figure,
@@ -71,12 +72,14 @@ def _datasets():
     return {"circles": circles(), "mnist1d": (ds.train, ds.test)}
 
 
-def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Run the experiment and write results.json, report.md and figures to `out`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    s = SETTINGS["quick" if quick else "full"]
-    timer = Timer(log=None if quick else NAME)  # full runs report progress
+Config = experiment_config(NAME, SETTINGS)
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Run the experiment as `config` says; write results.json, report.md and figures to
+    `config.out`."""
+    out, s, timer = prepare(config, Config, NAME)
+    quick, seed = config.is_quick, config.seed
     rows: dict[str, dict[str, Any]] = {}
     kept = {}
     for name, (train, test) in _datasets().items():
@@ -126,6 +129,7 @@ def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any
                 f"relative error {err_lin:.1e} (linear stack, worst seed) vs "
                 f"{err_relu:.2f} (ReLU stack, best seed)",
                 err_lin < 1e-4 and err_relu > 1e-2,
+                kind="check",
             )
         )
         verdicts.append(

@@ -10,7 +10,6 @@ has the same architecture, optimizer and epochs.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,8 +17,9 @@ import numpy as np
 from dl import data, models
 from dl import train as tr
 from dl.experiments.common import (
-    Timer,
     accuracy,
+    experiment_config,
+    prepare,
     pyplot,
     report,
     save_figure,
@@ -77,12 +77,14 @@ def _one(name, ds, train, s, seed):
     }
 
 
-def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Run the experiment and write results.json, report.md and figures to `out`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    s = SETTINGS["quick" if quick else "full"]
-    timer = Timer(log=None if quick else NAME)  # full runs report progress
+Config = experiment_config(NAME, SETTINGS)
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Run the experiment as `config` says; write results.json, report.md and figures to
+    `config.out`."""
+    out, s, timer = prepare(config, Config, NAME)
+    quick, seed = config.is_quick, config.seed
     ds = data.load("mnist5k")
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in TECHNIQUES}
     for i in range(s["seeds"]):

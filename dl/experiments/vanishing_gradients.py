@@ -13,7 +13,6 @@ as the sequence grows, with the gradient of the loss with respect to each time s
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -24,8 +23,9 @@ import optax
 from dl import analysis, data, models, optim
 from dl import train as tr
 from dl.experiments.common import (
-    Timer,
     accuracy,
+    experiment_config,
+    prepare,
     pyplot,
     report,
     save_figure,
@@ -180,12 +180,14 @@ def _part_rnn(s, seed, timer):
     return out
 
 
-def run(out: str | Path, *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Run the experiment and write results.json, report.md and figures to `out`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    s = SETTINGS["quick" if quick else "full"]
-    timer = Timer(log=None if quick else NAME)  # full runs report progress
+Config = experiment_config(NAME, SETTINGS)
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Run the experiment as `config` says; write results.json, report.md and figures to
+    `config.out`."""
+    out, s, timer = prepare(config, Config, NAME)
+    quick, seed = config.is_quick, config.seed
     at_init, training = _part_mlp(s, seed, timer)
     rnn = _part_rnn(s, seed, timer)
     dmax, dtr = max(s["depths"]), s["train_depth"]
