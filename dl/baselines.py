@@ -152,8 +152,9 @@ class DeepClassifier:
     with overrides, trained by `dl.train.train` on the arrays given to `fit`.
 
     After `fit`, `history_` has one row per epoch (with "test/accuracy" when
-    `eval_data` was given, for time-to-accuracy measurements) and `extra_` the epoch
-    times.
+    `eval_data` was given, for time-to-accuracy measurements) and `extra_` the times:
+    "compile_time_s" (the train step), and per epoch "step_time_by_epoch_s" (the train
+    steps alone), "eval_time_by_epoch_s" and "time_s_by_epoch" (cumulative wall time).
     """
 
     def __init__(self, model: str, dataset: str, *, eval_data=None, **overrides):
@@ -183,7 +184,11 @@ class DeepClassifier:
         )
         self.state_, self.history_ = result.state, result.history
         self.extra_ = {
-            "epoch_time_s": [h["time_s"] for h in result.history],
+            "time_s_by_epoch": [h["time_s"] for h in result.history],
+            "step_time_by_epoch_s": [
+                h["epoch_time_s"] - h.get("eval_time_s", 0.0) for h in result.history
+            ],
+            "eval_time_by_epoch_s": [h.get("eval_time_s", 0.0) for h in result.history],
             "test_accuracy_by_epoch": [h.get("test/accuracy") for h in result.history],
             "compile_time_s": result.compile_time_s,
         }

@@ -761,6 +761,23 @@ class SeedsResult:
         """The state of run number `i` (an index into `seeds` and `learning_rates`)."""
         return jax.tree.map(lambda a: a[i], self.states)
 
+    def predict(self, model, x, *, batch_size: int = 1024) -> np.ndarray:
+        """Every run's outputs on `x` (inference mode): shape (runs, len(x), ...)."""
+
+        @jax.jit
+        def apply(states, xb):
+            def one(st):
+                v = {"params": st.params}
+                if st.batch_stats:
+                    v["batch_stats"] = st.batch_stats
+                return model.apply(v, xb, train=False)
+
+            return jax.vmap(one)(states)
+
+        x = np.asarray(x)
+        parts = [apply(self.states, x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        return np.concatenate([np.asarray(p) for p in parts], axis=1)
+
 
 def train_seeds(
     model,
