@@ -419,3 +419,78 @@ def test_targets_are_inferred_from_the_values_and_can_be_named():
         state, step, ev, (x, y_int), epochs=1, batch_size=64, progress=False, targets="values"
     )
     assert np.isfinite(res.history[-1]["train/loss"])
+
+
+# ---------------------------------------------------------------- train_seeds (vmap)
+
+
+def _iris_mlp():
+    ds = data.load("iris")
+    return ds, models.get_model("mlp", ds.num_classes, widths=(16,))
+
+
+def test_train_seeds_runs_each_seed_as_it_would_run_alone():
+    ds, model = _iris_mlp()
+    cfg = train.FitConfig(epochs=3, batch_size=32)
+    both = train.train_seeds(model, ds.train, cfg, [0, 1], eval_data={"test": ds.test})
+    alone = train.train_seeds(model, ds.train, cfg, [1], eval_data={"test": ds.test})
+    chex.assert_trees_all_close(both.state(1).params, alone.state(0).params, rtol=1e-5, atol=1e-6)
+    assert [h["epoch"] for h in both.history] == [0, 1, 2, 3]
+    assert both.history[-1]["test/accuracy"].shape == (2,)
+    assert both.history[-1]["train/nonfinite_steps"].tolist() == [0, 0]
+    assert both.seeds == [0, 1] and both.compile_time_s > 0 and both.run_time_s > 0
+    # Different seeds, different runs.
+    assert not np.allclose(
+        both.state(0).params["head"]["kernel"], both.state(1).params["head"]["kernel"]
+    )
+    logits = both.predict(model, ds.x_test, batch_size=7)
+    assert logits.shape == (2, len(ds.x_test), ds.num_classes)
+    acc = (logits.argmax(-1) == ds.y_test).mean(1)
+    np.testing.assert_allclose(acc, both.history[-1]["test/accuracy"], atol=1e-6)
+
+
+def test_train_seeds_starts_from_create_state():
+    ds, model = _iris_mlp()
+    cfg = train.FitConfig(epochs=1, batch_size=32)
+    res = train.train_seeds(model, ds.train, cfg, [3], eval_data={"test": ds.test})
+    tx = optim.make_optimizer(cfg.optimizer, 1)
+    state = train.create_state(model, tx, ds.input_shape, seed=3)
+    logits = model.apply({"params": state.params}, ds.x_test)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, ds.y_test).mean()
+    np.testing.assert_allclose(res.history[0]["test/loss"][0], loss, rtol=1e-5)
+
+
+def test_train_seeds_learning_rates_match_separate_runs():
+    ds, model = _iris_mlp()
+    cfg = train.FitConfig(epochs=2, batch_size=32)
+    grid = train.train_seeds(model, ds.train, cfg, [0, 1], learning_rates=[1e-3, 1e-2])
+    assert grid.learning_rates == [1e-3, 1e-3, 1e-2, 1e-2] and grid.seeds == [0, 1, 0, 1]
+    cfg_fast = train.FitConfig(
+        epochs=2,
+        batch_size=32,
+        optimizer=optim.OptimizerConfig(learning_rate=1e-2, schedule="warmup_cosine"),
+    )
+    fast = train.train_seeds(model, ds.train, cfg_fast, [0, 1])
+    for i in (0, 1):
+        chex.assert_trees_all_close(
+            grid.state(2 + i).params, fast.state(i).params, rtol=1e-5, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize(
+    "seeds, rates, match",
+    [([1, 1], None, "distinct seeds"), ([], None, "distinct seeds"), ([0], [0.0], "positive")],
+)
+def test_train_seeds_rejects_bad_input(seeds, rates, match):
+    ds, model = _iris_mlp()
+    with pytest.raises(ValueError, match=match):
+        train.train_seeds(model, ds.train, train.FitConfig(epochs=1), seeds, learning_rates=rates)
+
+
+def test_fit_records_the_evaluation_time_apart():
+    ds, model = _iris_mlp()
+    res = train.train(
+        model, ds.train, train.FitConfig(epochs=2), eval_data={"test": ds.test}, progress=False
+    )
+    for h in res.history:
+        assert 0 < h["eval_time_s"] < h["epoch_time_s"]

@@ -80,11 +80,20 @@ def experiment_config(name: str, settings: dict[str, dict[str, Any]]) -> type:
     return cls
 
 
+def median_low(values, axis=None):
+    """The median, or for an even count the lower of the two middle values: always an
+    observed value, so +inf in the upper half does not turn it into +inf."""
+    import numpy as np
+
+    out = np.quantile(np.asarray(values, np.float64), 0.5, axis=axis, method="inverted_cdf")
+    return float(out) if np.ndim(out) == 0 else out
+
+
 def bootstrap(
     values, statistic: str = "mean", *, confidence: float = CONFIDENCE, seed: int = 0
 ) -> tuple[float, list[float]]:
-    """The statistic ("mean" or "median") of `values` (one per seed, or per-seed paired
-    differences) and its percentile bootstrap interval: resample the seeds with
+    """The statistic ("mean", or "median": `median_low`) of `values` (one per seed, or
+    per-seed paired differences) and its percentile bootstrap interval: resample the seeds with
     replacement BOOTSTRAP_RESAMPLES times. Infinite values are allowed (a run that never
     reached a target); quantiles pick observed resample values, never interpolate, so
     an interval with +inf stays well defined. With three seeds the interval is the range
@@ -95,7 +104,7 @@ def bootstrap(
     v = np.asarray(values, np.float64)
     if v.ndim != 1 or len(v) == 0 or np.isnan(v).any():
         raise ValueError(f"bootstrap needs a non-empty 1-D list of numbers; got {values!r}.")
-    fn = {"mean": np.mean, "median": np.median}[statistic]
+    fn = {"mean": np.mean, "median": median_low}[statistic]
     with np.errstate(invalid="ignore"):  # the mean of +inf and finite values is +inf
         estimate = float(fn(v))
         idx = np.random.default_rng(seed).integers(0, len(v), (BOOTSTRAP_RESAMPLES, len(v)))
@@ -180,18 +189,23 @@ def check(claim: str, criterion: str, measured: Any, passed: bool | None) -> dic
     return verdict(claim, criterion, measured, passed, kind="check")
 
 
-def recompute(v: dict[str, Any]) -> dict[str, Any]:
-    """The seeded verdict `v` computed again from its recorded per-seed values (what the
-    tests use to show that a verdict follows from its numbers)."""
-    return seeded_claim(
-        v["claim"],
-        v["criterion"],
-        v["per_seed"],
-        threshold=v["threshold"],
-        direction=v["direction"],
-        statistic=v["statistic"],
-        kind=v["kind"],
+def recompute(v: dict[str, Any], **changes) -> dict[str, Any]:
+    """The seeded verdict `v` with its estimate, interval and outcome computed again from
+    its recorded per-seed values, threshold and direction (or from `changes` to them,
+    e.g. threshold=...). `recompute(v) == v` says that the verdict follows from its
+    numbers; the tests check it for every seeded verdict."""
+    w = {**v, **changes}
+    again = seeded_claim(
+        w["claim"],
+        w["criterion"],
+        w["per_seed"],
+        threshold=w["threshold"],
+        direction=w["direction"],
+        statistic=w["statistic"],
+        kind=w["kind"],
     )
+    keys = ("outcome", "passed", "n_seeds", "estimate", "ci", "threshold", "direction")
+    return {**w, **{k: again[k] for k in keys}}
 
 
 def _check_kind(kind: str) -> str:

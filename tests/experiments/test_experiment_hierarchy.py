@@ -8,6 +8,7 @@ import json
 import pytest
 
 from dl.cli import main
+from dl.experiments.common import KINDS, OUTCOMES
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +28,11 @@ def test_writes_verdicts_report_and_figures(quick):
     # 7 criteria per dataset plus 3 transfer criteria where transfer ran (mnist1d).
     assert len(res["verdicts"]) == 3 * 7 + 3
     for v in res["verdicts"]:
-        assert v["passed"] in (True, False, None) and v["measured"]
+        assert v["outcome"] in OUTCOMES and v["kind"] in KINDS and v["measured"]
     # A 5-tap filter has fewer points than a Gabor has parameters: no verdict on mnist1d.
-    gabor = {v["claim"]: v["passed"] for v in res["verdicts"] if "Gabor" in v["claim"]}
-    assert gabor["First-layer filters are Gabor-like edge detectors (mnist1d)"] is None
-    assert gabor["First-layer filters are Gabor-like edge detectors (shapes)"] in (True, False)
+    gabor = {v["claim"]: v["outcome"] for v in res["verdicts"] if "Gabor" in v["claim"]}
+    assert gabor["First-layer filters are Gabor-like edge detectors (mnist1d)"] == "NOT MEASURED"
+    assert gabor["First-layer filters are Gabor-like edge detectors (shapes)"] != "NOT MEASURED"
     report = (out / "report.md").read_text()
     assert "## Verdicts" in report and "| block2 |" in report
     for fig in res["figures"]:

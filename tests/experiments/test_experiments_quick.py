@@ -1,4 +1,7 @@
-"""Each issue-9 experiment in quick mode, asserted on its numbers.
+"""Each experiment in quick mode: the verdict schema, and the numbers the verdicts are
+computed from. No test asserts which way a claim comes out (a change that flips a
+result must not break the build); mathematical facts (a linear stack is one linear
+map) and the recorded structure are asserted.
 
 20 s to 2.5 min each on 2 CPU cores: marked slow (`pytest -m slow`).
 """
@@ -8,6 +11,7 @@ import json
 import pytest
 
 from dl.cli import main
+from dl.experiments.common import KINDS, OUTCOMES, recompute
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +21,10 @@ def _run(name, tmp_path_factory):
     assert main(["reproduce", "--only", name, "--quick", "--out", str(out)]) == 0
     res = json.loads((out / name / "results.json").read_text())
     for v in res["verdicts"]:
-        assert v["passed"] in (True, False, None) and v["measured"], v
+        assert v["outcome"] in OUTCOMES and v["kind"] in KINDS and v["measured"], v
+        assert v["passed"] is (v["outcome"] == "PASS")
+        if "ci" in v:
+            assert recompute(v) == v
     for f in res["figures"]:
         assert (out / name / f).stat().st_size > 5000, f
     assert "## Verdicts" in (out / name / "report.md").read_text()
@@ -32,41 +39,31 @@ def test_nonlinearity(tmp_path_factory):
         # The linear stack is one affine map (float32 round-off); the ReLU stack is not.
         assert max(r["collapse_error"]["linear_stack"]) < 1e-4
         assert min(r["collapse_error"]["relu_stack"]) > 0.1
-        assert min(r["relu_stack"]) > max(r["linear_stack"])
-    circles = res["accuracy"]["circles"]
-    assert max(circles["linear_stack"]) < 0.65 and min(circles["relu_stack"]) > 0.95
 
 
 def test_vanishing_gradients(tmp_path_factory):
     res = _run("vanishing_gradients", tmp_path_factory)
     dmax = max(res["settings"]["depths"])
     init = res["mlp_at_init"]
-    assert init[f"sigmoid/plain/{dmax}"]["first_over_last"] < 1e-3
-    assert init[f"relu/plain/{dmax}"]["first_over_last"] > 1e-2
     assert len(init[f"tanh/residual/{dmax}"]["norms"]) == dmax
-    lmin, lmax = min(res["settings"]["lengths"]), max(res["settings"]["lengths"])
-    rnn = res["rnn"]
-    assert rnn[f"gru/{lmax}"]["mse_ratio"] < 0.1
-    assert rnn[f"rnn/{lmax}"]["mse_ratio"] > rnn[f"rnn/{lmin}"]["mse_ratio"]
-    assert all(0 < v["mse_ratio"] < 1.5 for v in rnn.values())
+    assert all(v["first_over_last"] > 0 for v in init.values())
+    assert all(v["mse_ratio"] > 0 for v in res["rnn"].values())
 
 
 def test_depth(tmp_path_factory):
     res = _run("depth", tmp_path_factory)
     depths = res["settings"]["depths"]
     assert set(res["runs"]) == {f"{k}/{d}" for k in ("plain", "residual") for d in depths}
-    best = max(max(r["test_accuracy"]) for r in res["runs"].values())
-    assert 0.4 < best <= 1.0
     for r in res["runs"].values():
-        assert all(0.05 < a <= 1.0 for a in r["train_accuracy"] + r["test_accuracy"])
+        assert all(0 <= a <= 1.0 for a in r["train_accuracy"] + r["test_accuracy"])
 
 
 def test_data_scaling(tmp_path_factory):
     res = _run("data_scaling", tmp_path_factory)
     sizes = [str(n) for n in res["settings"]["sizes"]]
-    cnn = [res["accuracy"]["cnn"][n][0] for n in sizes]
-    assert cnn == sorted(cnn) and cnn[-1] >= 0.85
-    assert res["accuracy"]["logreg"][sizes[-1]][0] < 0.45  # mnist1d defeats linear models
+    for model, by_size in res["accuracy"].items():
+        assert set(by_size) == set(sizes), model
+        assert all(0 <= a <= 1 for n in sizes for a in by_size[n])
 
 
 def test_regularisation(tmp_path_factory):
@@ -76,35 +73,23 @@ def test_regularisation(tmp_path_factory):
     def mean(name, key):
         return sum(r[key] for r in runs[name]) / len(runs[name])
 
-    # Without regularisation the MLP overfits 1000 digits; augmentation narrows the gap.
-    gap_none = mean("none", "train_accuracy") - mean("none", "test_accuracy")
-    gap_aug = mean("augmentation", "train_accuracy") - mean("augmentation", "test_accuracy")
-    assert gap_none > 0.05 and gap_aug < gap_none
     assert all(r["epochs_run"] <= res["settings"]["epochs"] for r in runs["early_stopping"])
-    assert mean("none", "test_accuracy") > 0.85
+    assert all(0 <= mean(name, "test_accuracy") <= 1 for name in runs)
 
 
 def test_adversarial(tmp_path_factory):
     res = _run("adversarial", tmp_path_factory)
     c = res["accuracy_vs_eps"]
-    assert res["clean_accuracy"] >= 0.9
-    assert c["pgd"][-1] <= 0.05  # eps 0.3 breaks an undefended CNN
-    assert c["fgsm"] == sorted(c["fgsm"], reverse=True)
     eps = res["settings"]["eps"]
-    # Random noise of the same size hurts less than either attack at every eps (at 0.3 it
-    # does hurt: about 46% in the quick run), and barely at eps 0.1.
-    assert all(r >= f >= p for r, f, p in zip(c["random"], c["fgsm"], c["pgd"], strict=True))
-    assert c["random"][eps.index(0.1)] >= res["clean_accuracy"] - 0.05
+    # At eps 0 every attack is the clean input.
+    for curve in c.values():
+        assert len(curve) == len(eps)
+        assert curve[eps.index(0.0)] == pytest.approx(res["clean_accuracy"])
 
 
 def test_transfer_learning(tmp_path_factory):
     res = _run("transfer_learning", tmp_path_factory)
     a = res["accuracy"]
-    assert res["pretrain_test_accuracy"] >= 0.9
-    # 5 classes: chance is 20%. Every arm learns something from 10 labels, and more labels
-    # help the trained arms; with all labels scratch and fine-tuning both reach 90%.
-    assert all(x > 0.4 for arm in ("scratch", "fine_tuned") for x in a[arm]["10"])
-    assert all(x > 0.3 for x in a["frozen_features"]["10"])
-    for arm in ("scratch", "fine_tuned"):
-        means = [sum(a[arm][k]) / len(a[arm][k]) for k in ("10", "100", "all")]
-        assert means == sorted(means) and min(a[arm]["all"]) >= 0.9, (arm, means)
+    assert set(a) == {"scratch", "fine_tuned", "frozen_features"}
+    for arm in a.values():
+        assert all(0 <= x <= 1 for xs in arm.values() for x in xs)
