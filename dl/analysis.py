@@ -3,7 +3,9 @@
 - `activations`: every layer's output for a dataset (the modules' `sow` calls, or Flax's
   `capture_intermediates` for modules without them);
 - `linear_probe`: a frozen, standardised layer read out by an L2-regularised softmax
-  (optax L-BFGS), scored on held-out data (Alain & Bengio 2016);
+  (optax L-BFGS), scored on held-out data (Alain & Bengio 2016); `select_probe` chooses
+  the L2 strength on a validation split; `random_projection` maps layers of different
+  widths to one width;
 - `linear_cka` / `cka_matrix`: linear CKA and its debiased estimator (Kornblith et al.
   2019; Song et al. 2012's unbiased HSIC);
 - `gabor_fit`: how well 1-D or 2-D Gabor functions fit first-layer filters (R^2);
@@ -64,6 +66,7 @@ def activations(
     *,
     batch_size: int = 512,
     include_input: bool = True,
+    layers: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every layer's output for inputs `x`, in inference mode.
 
@@ -78,6 +81,9 @@ def activations(
       x: inputs (N, ...).
       batch_size: examples per compiled call.
       include_input: put the input itself first, under "input".
+      layers: keep only these layers (names as returned without it), e.g. a ResNet's
+        stage outputs out of every submodule that `capture_intermediates` records; the
+        others are never copied out of the compiled call.
 
     Returns:
       {layer name: array (N, ...)} in the order the layers ran.
@@ -97,8 +103,17 @@ def activations(
         )
         return _flatten_collection(mutated.get("intermediates", {}))
 
+    def chosen(xb, capture):
+        out = run(xb, capture)
+        if layers is None:
+            return out
+        missing = [name for name in layers if name not in out]
+        if missing:
+            raise ValueError(f"Unknown layer(s) {missing}; the model's layers are {list(out)}.")
+        return {name: out[name] for name in layers}
+
     probe = jax.eval_shape(lambda xb: run(xb, False), x[:1])
-    fn = jax.jit(lambda xb: run(xb, not probe))
+    fn = jax.jit(lambda xb: chosen(xb, not probe))
     parts: list[dict[str, jax.Array]] = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
@@ -174,6 +189,55 @@ def linear_probe(
         return float(np.mean(np.argmax(f @ np.asarray(w["w"]) + np.asarray(w["b"]), 1) == labels))
 
     return ProbeResult(accuracy(x, y), accuracy(xt, yt), float(l2), int(x.shape[1]))
+
+
+def random_projection(x, dim: int, *, seed: int = 0) -> np.ndarray:
+    """(N, ...) features mapped to (N, dim) by a fixed Gaussian matrix (entries of
+    variance 1/dim), the same matrix for the same input width, `dim` and `seed`.
+
+    Probes of layers of different widths then have the same number of inputs, so their
+    accuracies compare layers rather than widths: pairwise distances are kept to within
+    a factor 1 +- eps when dim is about 8 log(N) / eps^2 (Johnson-Lindenstrauss), and a
+    narrower layer is embedded without loss.
+    """
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    if dim < 1:
+        raise ValueError(f"dim must be >= 1; got {dim}.")
+    rng = np.random.default_rng([seed, x.shape[1], dim])
+    m = rng.normal(0.0, 1.0 / math.sqrt(dim), (x.shape[1], dim)).astype(np.float32)
+    return x @ m
+
+
+def select_probe(
+    train: tuple[Any, Any],
+    test: tuple[Any, Any],
+    *,
+    l2s: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    steps: int = 200,
+    num_classes: int | None = None,
+) -> ProbeResult:
+    """`linear_probe` with its L2 strength chosen on a validation split held out of
+    `train` (a random `val_fraction` of it), then refit on the whole of `train` and
+    scored on `test`; the test set never informs the choice."""
+    x, y = np.asarray(train[0]), np.asarray(train[1])
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}.")
+    n_val = max(1, int(round(val_fraction * len(x))))
+    if len(x) - n_val < 2:
+        raise ValueError(f"select_probe needs more training examples; got {len(x)}.")
+    k = int(num_classes or max(y.max(), np.max(test[1])) + 1)
+    order = np.random.default_rng(seed).permutation(len(x))
+    fit_idx, val_idx = order[n_val:], order[:n_val]
+    scores = [
+        linear_probe(
+            (x[fit_idx], y[fit_idx]), (x[val_idx], y[val_idx]), l2=l2, steps=steps, num_classes=k
+        ).test_accuracy
+        for l2 in l2s
+    ]
+    best = float(l2s[int(np.argmax(scores))])  # the smallest strength among ties
+    return linear_probe(train, test, l2=best, steps=steps, num_classes=k)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "steps"))

@@ -132,7 +132,7 @@ def seeded_claim(
     criterion: str,
     per_seed,
     *,
-    threshold: float,
+    threshold: float = 0.0,
     direction: str = "greater",
     statistic: str = "mean",
     measured: str = "",
@@ -166,6 +166,13 @@ def seeded_claim(
         "statistic": statistic,
         "per_seed": [float(x) for x in per_seed],
     }
+
+
+def closed(before: float, after: float) -> float:
+    """The fraction of the remaining error that going from accuracy `before` to `after`
+    closes, (after - before) / (1 - before): a relative gain, so that a ceiling cannot
+    force a FAIL (2 points from 97% is as much as 20 points from 70%)."""
+    return (after - before) / max(1.0 - before, 1e-9)
 
 
 def verdict(

@@ -4,14 +4,13 @@ against a loopback HTTP server: checksums, resume, truncation, offline, hostile 
 import gzip
 import hashlib
 import http.server
-import io
 import os
 import pickle
-import tarfile
 import threading
 
 import numpy as np
 import pytest
+from _files import cifar_tar  # tests/_files.py (conftest.py puts tests/ on sys.path)
 
 from dl import data
 from dl.data import real
@@ -37,33 +36,6 @@ def write_mnist_like(folder, n_train=20, n_test=10, seed=0):
     for name, a in arrays.items():
         (folder / name).write_bytes(gzip.compress(idx_bytes(a)))
     return arrays
-
-
-def cifar_tar(path, *, ten=True, poison=None, n=6):
-    rng = np.random.default_rng(0)
-    folder = "cifar-10-batches-py" if ten else "cifar-100-python"
-    key = b"labels" if ten else b"fine_labels"
-    members = {}
-    names = [f"data_batch_{i}" for i in range(1, 6)] if ten else ["train"]
-    for m in [*names, "test"]:
-        batch = {
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            key: rng.integers(0, 10 if ten else 100, n).tolist(),
-            b"batch_label": b"a batch",
-        }
-        members[m] = pickle.dumps(batch, protocol=2)
-    meta_key = b"label_names" if ten else b"fine_label_names"
-    members["batches.meta" if ten else "meta"] = pickle.dumps(
-        {meta_key: [f"c{i}".encode() for i in range(10 if ten else 100)]}, protocol=2
-    )
-    if poison:
-        members[names[0]] = poison
-    with tarfile.open(path, "w:gz") as tar:
-        for m, blob in members.items():
-            info = tarfile.TarInfo(f"{folder}/{m}")
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-    return path
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -1,14 +1,17 @@
-"""The hierarchy-of-features experiment in quick mode, asserted on its numbers (issue 8).
+"""The hierarchy-of-features experiment in quick mode: the schema, and verdicts that
+follow from the recorded numbers. No test asserts which way a claim comes out.
 
-About 3-4 minutes on 2 CPU cores: marked slow (run with `pytest -m slow`).
+About 6-8 minutes on 2 CPU cores: marked slow (run with `pytest -m slow`).
 """
 
 import json
 
+import numpy as np
 import pytest
 
 from dl.cli import main
-from dl.experiments.common import KINDS, OUTCOMES
+from dl.experiments import hierarchy_of_features as hof
+from dl.experiments.common import KINDS, OUTCOMES, recompute
 
 pytestmark = pytest.mark.slow
 
@@ -16,70 +19,66 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("repro")
-    args = ["reproduce", "--only", "hierarchy_of_features", "--quick", "--out", str(out)]
-    assert main(args) == 0
+    args = ["reproduce", "--only", "hierarchy_of_features", "--quick", "--seed", "3"]
+    assert main([*args, "--out", str(out)]) == 0
     res_dir = out / "hierarchy_of_features"
     return res_dir, json.loads((res_dir / "results.json").read_text())
 
 
-def test_writes_verdicts_report_and_figures(quick):
+def test_schema_figures_and_report(quick):
     out, res = quick
-    assert res["quick"]
-    # 7 criteria per dataset plus 3 transfer criteria where transfer ran (mnist1d).
-    assert len(res["verdicts"]) == 3 * 7 + 3
+    assert res["quick"] and res["cka_estimator"] == "debiased"
+    assert res["natural_images"]["outcome"] == "NOT MEASURED" or "ci" in res["natural_images"]
+    claims = [v for v in res["verdicts"] if v["kind"] == "claim" and "ci" in v]
+    assert len(claims) >= 6
     for v in res["verdicts"]:
         assert v["outcome"] in OUTCOMES and v["kind"] in KINDS and v["measured"]
+        if "ci" in v:
+            assert v["n_seeds"] >= 3 and v["ci"][0] <= v["estimate"] <= v["ci"][1]
+            assert recompute(v) == v
     # A 5-tap filter has fewer points than a Gabor has parameters: no verdict on mnist1d.
     gabor = {v["claim"]: v["outcome"] for v in res["verdicts"] if "Gabor" in v["claim"]}
     assert gabor["First-layer filters are Gabor-like edge detectors (mnist1d)"] == "NOT MEASURED"
-    assert gabor["First-layer filters are Gabor-like edge detectors (shapes)"] != "NOT MEASURED"
-    report = (out / "report.md").read_text()
-    assert "## Verdicts" in report and "| block2 |" in report
+    assert "ci" in next(v for v in res["verdicts"] if v["claim"].endswith("detectors (shapes)"))
+    assert len(res["figures"]) >= 6
     for fig in res["figures"]:
         assert (out / fig).stat().st_size > 5000, fig
-    kinds = {f.split("/")[1].split("_")[0] for f in res["figures"]}
-    assert kinds == {"probes", "cka", "filters", "erf", "patches", "transfer"}
+    assert "**Claims of the source texts**" in (out / "report.md").read_text()
 
 
-def test_mnist1d_numbers(quick):
+def test_shapes_factors_follow_from_the_seeds(quick):
     _, res = quick
-    d = res["datasets"]["mnist1d"]
-    assert len(d["seeds"]) == 3
-    for r in d["seeds"]:
-        assert r["test_accuracy"] >= 0.85, r["test_accuracy"]
-        p = r["probes"]["trained"]
-        # The raw signal is hard for a linear read-out (published: 32%); the last block
-        # is nearly as good as the whole network.
-        assert p["input"] < 0.40
-        assert p["block0"] < p["block2"]
-        assert p["block2"] >= r["test_accuracy"] - 0.05
-        assert r["probes"]["init"]["block2"] < p["block2"]
-        # Receptive fields: the theoretical ones of the reference CNN (kernel 5, pool 2).
-        assert [r["erf"][b]["rf"] for b in ("block0", "block1", "block2")] == [6, 16, 36]
-        sizes = [r["erf"][b]["erf_size"] for b in ("block0", "block1", "block2")]
-        assert sizes == sorted(sizes) and all(
-            0 < r["erf"][b]["ratio"] <= 1 for b in ("block0", "block1", "block2")
-        )
-        # CKA with the labels rises from the input to the last block.
-        assert r["cka_labels"]["block2"] > r["cka_labels"]["input"]
-    across = d["across_seeds"]
-    assert across["identification_trials"] == 3 * 3  # 3 seed pairs x 3 blocks
-    assert 0.5 < across["same_layer_cka"]["block2"] <= 1.0
-    (t,) = d["transfer"]
-    assert [row["layers"] for row in t["by_layer"]] == [1, 2, 3]
-    assert t["baseB"] > 0.8 and t["baseA"] > 0.8
-    # Fine-tuning the copied layers recovers the base network's accuracy.
-    assert t["by_layer"][0]["BnB+"] >= t["baseB"] - 0.05
+    rows = res["shapes_factors"]
+    assert len(rows) >= 3 and [r["layer"] for r in rows][:2] == ["input", "block0"]
+    seeds = res["datasets"]["shapes"]["seeds"]
+    for i, row in enumerate(rows):
+        for key in ("orientation_trained", "orientation_untrained", "shape_trained"):
+            vals = [s["shape_factors"][i][key] for s in seeds]
+            assert row[key] == pytest.approx(np.mean(vals)) and 0 <= row[key] <= 1
+    # The verdicts recomputed by hand from the per-seed probes.
+    (edge,) = [v for v in res["verdicts"] if v["claim"].startswith("Early layers detect edges")]
+    by_hand = [
+        s["shape_factors"][1]["orientation_trained"]
+        - s["shape_factors"][1]["orientation_untrained"]
+        for s in seeds
+    ]
+    assert edge["per_seed"] == pytest.approx(by_hand)
 
 
-def test_2d_numbers(quick):
+def test_probe_claims_follow_from_the_probes(quick):
     _, res = quick
-    for name in ("mnist5k", "shapes"):
-        d = res["datasets"][name]
-        for r in d["seeds"]:
-            assert r["test_accuracy"] >= 0.85, (name, r["test_accuracy"])
-            g = r["gabor_r2"]
-            assert len(g["trained"]) == len(g["init"]) == len(g["noise"]) == 8
-            # 2-D ERFs are areas: larger than any 1-D extent, smaller than the input.
-            assert 1 < r["erf"]["block0"]["erf_size"] < r["erf"]["block2"]["erf_size"]
-            assert r["erf"]["block2"]["erf_size"] <= 32 * 32
+    for name, d in res["datasets"].items():
+        last = d["across_seeds"]["blocks"][-1]
+        (v,) = [
+            v
+            for v in res["verdicts"]
+            if v["claim"] == f"The hierarchy is learned, not architectural ({name})"
+        ]
+        hand = [
+            hof.closed(s["probes"]["trained"]["input"], s["probes"]["trained"][last])
+            - hof.closed(s["probes"]["init"]["input"], s["probes"]["init"][last])
+            for s in d["seeds"]
+        ]
+        assert v["per_seed"] == pytest.approx(hand)
+        pairs = d["across_seeds"]["same_layer_cka_by_pair"]
+        assert all(len(p) == len(d["seeds"]) * (len(d["seeds"]) - 1) // 2 for p in pairs.values())

@@ -141,3 +141,54 @@ def test_median_low_is_an_observed_value():
     assert median_low([3.0, 1.0, 2.0]) == 2.0
     assert median_low([1.0, 2.0, math.inf, math.inf]) == 2.0  # +inf does not decide alone
     assert median_low([5.0, math.inf, math.inf]) == math.inf
+
+
+def test_hierarchy_natural_images_without_the_files_says_where_it_looked(tmp_path):
+    from dl.experiments import hierarchy_of_features as hof
+    from dl.experiments.common import Timer
+
+    s = dict(hof.Config(out=tmp_path).quick().settings(), natural_root=str(tmp_path / "none"))
+    res, verdicts = hof.natural_images(s, 0, Timer())
+    assert res["outcome"] == "NOT MEASURED" and verdicts == []
+    assert res["looked_in"] == str(tmp_path / "none") and "download=True" in res["fetch"]
+
+
+@pytest.mark.slow
+def test_hierarchy_natural_images_on_a_small_cifar_file(tmp_path):
+    """The natural-image path end to end on a CIFAR-10 archive the test writes (30
+    training images, a ResNet-8 of width 4; about a minute, mostly compilation); without
+    the files it says NOT MEASURED and where it looked."""
+    import dataclasses
+
+    from _files import cifar_tar
+
+    from dl.experiments import hierarchy_of_features as hof
+    from dl.experiments.common import Timer, recompute
+
+    base = dataclasses.replace(
+        hof.Config(out=tmp_path / "h").quick(),
+        natural_root=str(tmp_path / "missing"),
+        natural_seeds=3,
+        natural_epochs=1,
+        natural_train_size=None,
+        natural_model={"blocks_per_stage": (1, 1, 1), "width": 4},
+        cka_examples=6,
+        probe_dim=16,
+    )
+    res, verdicts = hof.natural_images(base.settings(), 0, Timer())
+    assert res["outcome"] == "NOT MEASURED" and verdicts == []
+    assert str(tmp_path / "missing") in res["looked_in"] and "download=True" in res["fetch"]
+
+    (tmp_path / "c10").mkdir()
+    cifar_tar(tmp_path / "c10" / "cifar-10-python.tar.gz")
+    s = dict(base.settings(), natural_root=str(tmp_path / "c10"))
+    res, verdicts = hof.natural_images(s, 0, Timer())
+    assert res["outcome"] == "MEASURED" and res["layers"] == [
+        "stage0_block0",
+        "stage1_block0",
+        "stage2_block0",
+    ]
+    assert len(res["seeds"]) == 3 and len(res["across_seeds"]["identified_by_pair"]) == 3
+    assert len(verdicts) == 4
+    for v in verdicts:
+        assert "(cifar10)" in v["claim"] and v["n_seeds"] == 3 and recompute(v) == v
