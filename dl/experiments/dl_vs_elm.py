@@ -1027,6 +1027,11 @@ def run(config: Config) -> dict[str, Any]:
             f"cnn_datasets and huang_datasets must be among datasets {s['datasets']}; "
             f"got {sorted(unknown)} too. Add them to datasets or drop them."
         )
+    if 1.0 not in s["lr_multipliers"]:
+        raise ValueError(
+            f"lr_multipliers must include 1.0 (the recipe's learning rate, the deep side's "
+            f"default); got {s['lr_multipliers']}."
+        )
     sets = {name: data.load(name) for name in s["datasets"]}
     with timer("a"):
         rows, timing, elms, deep_repeat = _part_a(s, sets, seeds, timer)
