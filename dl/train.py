@@ -709,6 +709,25 @@ def train(
             frozen_set = set(frozen)
             tx = freeze(tx, merged, lambda name: name in frozen_set)
         state = state.replace(params=merged, opt_state=tx.init(merged))
+    train_step, eval_step = _steps(model, tx, config, axis_name)
+    fit_kwargs.setdefault("seed", config.seed)
+    fit_kwargs.setdefault("targets", "labels" if config.loss == "cross_entropy" else "values")
+    return fit(
+        state,
+        train_step,
+        eval_step,
+        data,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        eval_every=config.eval_every,
+        steps_per_call=config.steps_per_call,
+        kernels=config.kernels,
+        **fit_kwargs,
+    )
+
+
+def _steps(model, tx, config: FitConfig, axis_name: str | None = None):
+    """The pure train and eval steps that `config` describes."""
     step_kw = dict(loss=config.loss, compute_dtype=config.compute_dtype, axis_name=axis_name)
     train_step = make_train_step(
         model,
@@ -718,20 +737,7 @@ def train(
         skip_nonfinite=config.skip_nonfinite,
         **step_kw,
     )
-    fit_kwargs.setdefault("seed", config.seed)
-    fit_kwargs.setdefault("targets", "labels" if config.loss == "cross_entropy" else "values")
-    return fit(
-        state,
-        train_step,
-        make_eval_step(model, **step_kw),
-        data,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        eval_every=config.eval_every,
-        steps_per_call=config.steps_per_call,
-        kernels=config.kernels,
-        **fit_kwargs,
-    )
+    return train_step, make_eval_step(model, **step_kw)
 
 
 @dataclasses.dataclass
@@ -846,16 +852,7 @@ def train_seeds(
             rng=run_key,
         )
 
-    step_kw = dict(loss=config.loss, compute_dtype=config.compute_dtype)
-    train_step = make_train_step(
-        model,
-        tx,
-        label_smoothing=config.label_smoothing,
-        augment=AUGMENTATIONS[config.augment],
-        skip_nonfinite=config.skip_nonfinite,
-        **step_kw,
-    )
-    eval_step = make_eval_step(model, **step_kw)
+    train_step, eval_step = _steps(model, tx, config)
     sets = {k: (np.asarray(a), np.asarray(b)) for k, (a, b) in (eval_data or {}).items()}
 
     def evaluate(state):
