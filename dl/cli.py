@@ -158,12 +158,14 @@ def _cmd_reproduce(args) -> int:
     names = args.only or list(EXPERIMENTS)
     modules = [get_experiment(n) for n in names]  # unknown names fail before any work
     root = Path(args.out or "runs/reproduce")
+    # Bad settings (e.g. a negative seed) fail here too, with exit 2.
+    configs = [configure(n, out=root / n, quick=args.quick, seed=args.seed) for n in names]
     index, failed = [], []
-    for name, module in zip(names, modules, strict=True):
+    for name, module, config in zip(names, modules, configs, strict=True):
         t0 = time.perf_counter()
         print(f"dl reproduce: {name}{' (quick)' if args.quick else ''} ...", flush=True)
         try:
-            res = module.run(configure(name, out=root / name, quick=args.quick, seed=args.seed))
+            res = module.run(config)
         except Exception as e:  # report it, run the others, exit non-zero at the end
             traceback.print_exc()
             failed.append(name)

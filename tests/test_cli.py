@@ -178,7 +178,7 @@ def test_train_model_that_cannot_read_the_dataset(tmp_path, capsys):
     assert "Use a language model (lm)" in capsys.readouterr().err
 
 
-def test_reproduce_lists_experiments_and_rejects_unknown_names(capsys):
+def test_reproduce_lists_experiments_and_rejects_unknown_names(capsys, tmp_path):
     from dl.cli import main
 
     assert main(["reproduce", "--list"]) == 0
@@ -186,6 +186,10 @@ def test_reproduce_lists_experiments_and_rejects_unknown_names(capsys):
     assert main(["reproduce", "--only", "dl_vs_elmm"]) == 2
     err = capsys.readouterr().err
     assert "Unknown experiment 'dl_vs_elmm'" in err and "dl_vs_elm" in err
+    # A bad setting fails before any experiment runs, with exit 2 and what was received.
+    assert main(["reproduce", "--only", "depth", "--seed", "-1", "--out", str(tmp_path)]) == 2
+    assert "seed must be an integer >= 0; got -1" in capsys.readouterr().err
+    assert not (tmp_path / "depth").exists()
 
 
 def test_train_in_bfloat16_mixed_precision(tmp_path):
