@@ -148,9 +148,11 @@ def _shape_factors(s, acts, acts_t, y, yt, seed: int) -> list[dict[str, Any]]:
         for factor, (lo, hi) in SHAPE_FACTORS.items():
             m, mt = (y >= lo) & (y < hi), (yt >= lo) & (yt < hi)
             for which in ("trained", "init"):
-                a = acts[which].get(layer, acts["trained"][layer])  # "input" is shared
-                at = acts_t[which].get(layer, acts_t["trained"][layer])
                 key = f"{factor}_{'trained' if which == 'trained' else 'untrained'}"
+                if layer not in acts[which]:  # "input": the same for both, probed once
+                    row[key] = row[f"{factor}_trained"]
+                    continue
+                a, at = acts[which][layer], acts_t[which][layer]
                 row[key] = _probe(s, (a[m], y[m] - lo), (at[mt], yt[mt] - lo), seed)
         rows.append(row)
     return rows

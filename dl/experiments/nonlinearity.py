@@ -99,10 +99,14 @@ def run(config: Config) -> dict[str, Any]:
                     seed=seed + i,
                 )
                 r["logreg"].append(res.accuracy)
-                for key, act in (("linear_stack", "identity"), ("relu_stack", "relu")):
-                    model = models.get_model(
-                        "mlp", k, widths=(s["width"],) * s["depth"], activation=act
-                    )
+                # (arm, hidden layers, activation); the one-layer ReLU net is the control.
+                arms = (
+                    ("linear_stack", s["depth"], "identity"),
+                    ("relu_stack", s["depth"], "relu"),
+                    ("relu_shallow", 1, "relu"),
+                )
+                for key, depth, act in arms:
+                    model = models.get_model("mlp", k, widths=(s["width"],) * depth, activation=act)
                     fit = train_classifier(
                         model,
                         train,
@@ -111,21 +115,12 @@ def run(config: Config) -> dict[str, Any]:
                         eval_data={"test": test},
                     )
                     r[key].append(float(fit.history[-1]["test/accuracy"]))
+                    if key not in r["collapse_error"]:
+                        continue
                     x = np.asarray(test[0], np.float32)
-                    r["collapse_error"][key].append(
-                        _collapse_error(model, fit.state, x, s["depth"])
-                    )
+                    r["collapse_error"][key].append(_collapse_error(model, fit.state, x, depth))
                     if i == 0:
                         kept[(name, key)] = (model, fit.state)
-                shallow = models.get_model("mlp", k, widths=(s["width"],), activation="relu")
-                fit = train_classifier(
-                    shallow,
-                    train,
-                    epochs=s["epochs"][name],
-                    seed=seed + i,
-                    eval_data={"test": test},
-                )
-                r["relu_shallow"].append(float(fit.history[-1]["test/accuracy"]))
             rows[name] = r
 
     verdicts = []
