@@ -275,6 +275,7 @@ def layer_gradient_norms(
     layers: Sequence[str],
     loss: str = "cross_entropy",
     jit: bool = True,
+    stacked: bool = False,
 ) -> np.ndarray:
     """L2 norm of the loss gradient with respect to each named layer's kernel.
 
@@ -289,9 +290,11 @@ def layer_gradient_norms(
       loss: "cross_entropy" or "mse".
       jit: compile the gradient (cached per model and loss); False runs it op by op,
         cheaper for a one-off measurement of a deep model.
+      stacked: the variables have a leading axis, one entry per run (e.g. the states of
+        `dl.train.train_seeds`); all runs are measured at once with `jax.vmap`.
 
     Returns:
-      (len(layers),) gradient norms.
+      (len(layers),) gradient norms, or (runs, len(layers)) when `stacked`.
     """
     v = _variables(variables)
     x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y)
@@ -301,8 +304,13 @@ def layer_gradient_norms(
     if missing:
         raise ValueError(f"Unknown layer(s) {missing}; the model has {sorted(v['params'])}.")
 
-    grads = _gradient_fn(model, loss, jit)(v, x, y)
-    return np.array([float(jnp.linalg.norm(grads[name]["kernel"])) for name in layers])
+    fn = _gradient_fn(model, loss, jit)
+
+    def norms(variables):
+        grads = fn(variables, x, y)
+        return jnp.stack([jnp.linalg.norm(grads[name]["kernel"]) for name in layers])
+
+    return np.asarray(jax.vmap(norms)(v) if stacked else norms(v), np.float64)
 
 
 @functools.lru_cache(maxsize=32)

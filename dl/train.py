@@ -793,6 +793,7 @@ def train_seeds(
     *,
     eval_data: Mapping[str, tuple[Any, Any]] | None = None,
     learning_rates: Collection[float] | None = None,
+    params: Mapping[str, Any] | None = None,
     input_dtype: str = "float32",
 ) -> SeedsResult:
     """Train one copy of `model` per seed at once: `jax.vmap` of the pure train step over
@@ -811,6 +812,9 @@ def train_seeds(
     `config.optimizer.learning_rate` (an `optax.inject_hyperparams(optax.scale)` after
     the optimizer), which is the same as changing the rate for every `dl.optim`
     optimizer, since each ends with its (scheduled) learning rate.
+
+    `params` (e.g. a pre-trained network's) replaces the initial parameters of the
+    top-level modules it names, in every run; the other modules keep each seed's init.
     """
     from jax import lax
 
@@ -837,16 +841,25 @@ def train_seeds(
         optax.inject_hyperparams(optax.scale)(step_size=1.0),
     )
     first = create_state(model, tx, x.shape[1:], seed=seeds[0], input_dtype=input_dtype)
+    given = dict(params or {})
+    unknown = sorted(set(given) - set(first.params))
+    if unknown:
+        raise ValueError(
+            f"train_seeds got params for {unknown}, which the model does not have; its "
+            f"top-level modules are {sorted(first.params)}."
+        )
+    given = jax.tree.map(jax.numpy.asarray, given)
 
     def init(seed, scale):
         root = jax.random.key(seed)
         init_key, dropout_key, run_key = jax.random.split(root, 3)
         x0 = jax.numpy.zeros((1, *x.shape[1:]), input_dtype)
         v = model.init({"params": init_key, "dropout": dropout_key}, x0, train=False)
-        opt_state = tx.init(v["params"])
+        p = {**v["params"], **given}
+        opt_state = tx.init(p)
         opt_state[1].hyperparams["step_size"] = scale
         return first.replace(
-            params=v["params"],
+            params=p,
             batch_stats=v.get("batch_stats", {}),
             opt_state=opt_state,
             rng=run_key,

@@ -256,6 +256,40 @@ def test_layer_gradient_norms_by_hand():
         analysis.layer_gradient_norms(model, state, x, y, layers=["dense3"])
 
 
+def test_layer_gradient_norms_stacked_equal_each_run():
+    model = models.get_model("mlp", 3, widths=(6, 6), activation="tanh", batch_norm=True)
+    states = [create_state(model, optax.identity(), (5,), seed=s) for s in (0, 1, 2)]
+    x = _rng().normal(size=(16, 5)).astype(np.float32)
+    y = np.arange(16) % 3
+    layers = ["dense0", "dense1", "head"]
+    variables = [{"params": st.params, "batch_stats": st.batch_stats} for st in states]
+    stacked = jax.tree.map(lambda *a: np.stack(a), *variables)
+    got = analysis.layer_gradient_norms(model, stacked, x, y, layers=layers, stacked=True)
+    assert got.shape == (3, 3)
+    for i, st in enumerate(states):
+        np.testing.assert_allclose(
+            got[i], analysis.layer_gradient_norms(model, st, x, y, layers=layers), rtol=1e-5
+        )
+
+
+def test_mlp_kernel_init_he_doubles_the_variance():
+    x = (8, 400)
+    lecun = models.get_model("mlp", 2, widths=(400,))
+    he = models.get_model("mlp", 2, widths=(400,), kernel_init="he_normal")
+    w = [
+        np.asarray(create_state(m, optax.identity(), x[1:], seed=0).params["dense0"]["kernel"])
+        for m in (lecun, he)
+    ]
+    assert abs(w[0].var() * 400 - 1.0) < 0.05 and abs(w[1].var() * 400 - 2.0) < 0.1
+    with pytest.raises(ValueError, match="kernel_init must be one of"):
+        create_state(
+            models.get_model("mlp", 2, widths=(4,), kernel_init="glorot"),
+            optax.identity(),
+            (3,),
+            seed=0,
+        )
+
+
 def test_mlp_residual_adds_the_shortcut():
     plain = models.get_model("mlp", 2, widths=(6, 6), activation="identity")
     res = models.get_model("mlp", 2, widths=(6, 6), activation="identity", residual=True)

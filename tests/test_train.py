@@ -477,6 +477,26 @@ def test_train_seeds_learning_rates_match_separate_runs():
         )
 
 
+def test_train_seeds_params_replace_the_named_modules_only():
+    ds, model = _iris_mlp()
+    cfg = train.FitConfig(epochs=1, batch_size=32)
+    donor = train.create_state(model, optax.identity(), ds.input_shape, seed=9).params
+    # A rate of 1e-12 leaves every run where it started.
+    tiny = train.train_seeds(
+        model, ds.train, cfg, [0, 1], params={"dense0": donor["dense0"]}, learning_rates=[1e-12]
+    )
+    for i in (0, 1):
+        np.testing.assert_allclose(
+            tiny.state(i).params["dense0"]["kernel"], donor["dense0"]["kernel"], atol=1e-7
+        )
+    own = [train.create_state(model, optax.identity(), ds.input_shape, seed=s) for s in (0, 1)]
+    np.testing.assert_allclose(
+        tiny.state(1).params["head"]["kernel"], own[1].params["head"]["kernel"], atol=1e-7
+    )
+    with pytest.raises(ValueError, match="does not have"):
+        train.train_seeds(model, ds.train, cfg, [0], params={"conv0": donor["dense0"]})
+
+
 @pytest.mark.parametrize(
     "seeds, rates, match",
     [([1, 1], None, "distinct seeds"), ([], None, "distinct seeds"), ([0], [0.0], "positive")],
