@@ -71,6 +71,7 @@ def pgd(
     steps: int = 10,
     step_size: float | None = None,
     random_start: bool = True,
+    restarts: int = 1,
     seed: int = 0,
     clip=(0.0, 1.0),
 ) -> np.ndarray:
@@ -78,7 +79,9 @@ def pgd(
 
     `steps` signed-gradient steps of `step_size` (default 2.5 eps / steps), each followed
     by projection onto the ball around `x` and onto `clip`, from a uniform random start
-    in the ball (`random_start`).
+    in the ball (`random_start`). With `restarts` > 1 (random starts only), each example
+    keeps the first restart's input that the model misclassifies (else the last
+    restart's): an example counts as robust only if every restart fails.
 
     Returns:
       Adversarial inputs with the shape of `x`.
@@ -86,10 +89,24 @@ def pgd(
     x, y = _check(x, y, eps)
     if steps < 1:
         raise ValueError(f"steps must be >= 1; got {steps}.")
+    if restarts < 1 or (restarts > 1 and not random_start):
+        raise ValueError(
+            f"restarts must be >= 1, and 1 without a random start; got restarts={restarts}, "
+            f"random_start={random_start}."
+        )
     alpha = 2.5 * eps / steps if step_size is None else step_size
     fn = _pgd(model, clip, int(steps), bool(random_start))
-    key = jax.random.key(seed)
-    return np.asarray(fn(_variables(variables), x, y, jnp.float32(eps), jnp.float32(alpha), key))
+    v = _variables(variables)
+    best = None
+    for r in range(restarts):
+        key = jax.random.fold_in(jax.random.key(seed), r)
+        adv = np.asarray(fn(v, x, y, jnp.float32(eps), jnp.float32(alpha), key))
+        if best is None:
+            best = adv
+        else:
+            robust = np.asarray(model.apply(v, best, train=False).argmax(-1)) == np.asarray(y)
+            best = np.where(robust.reshape((-1,) + (1,) * (adv.ndim - 1)), adv, best)
+    return best
 
 
 @functools.lru_cache(maxsize=16)

@@ -64,6 +64,13 @@ def _forest(seed: int, **kw):
     return RandomForestClassifier(random_state=seed, **kw)
 
 
+def _gbt(seed: int, **kw):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    kw.setdefault("max_iter", 100)
+    return HistGradientBoostingClassifier(random_state=seed, **kw)
+
+
 def _knn(seed: int, **kw):
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
@@ -81,6 +88,7 @@ BASELINES: dict[str, tuple[Callable[..., Any], str]] = {
     "tree": (_tree, "decision tree (CART, grown fully)"),
     "forest": (_forest, "random forest, 200 trees"),
     "knn": (_knn, "k-nearest neighbours, k=5, on standardised features"),
+    "gbt": (_gbt, "gradient-boosted trees (histogram-based, 100 iterations)"),
 }
 
 

@@ -834,6 +834,11 @@ def train_seeds(
         )
     check_positive_int("epochs", config.epochs)
     check_positive_int("eval_every", config.eval_every)
+    if config.epochs % config.eval_every:
+        raise ValueError(
+            f"train_seeds evaluates every eval_every epochs, so epochs must be a multiple of "
+            f"it; got epochs={config.epochs}, eval_every={config.eval_every}."
+        )
     batch = min(config.batch_size, len(x))
     steps = len(x) // batch
     tx = optax.chain(

@@ -58,6 +58,26 @@ def test_pgd_stays_in_the_ball_and_beats_fgsm(linear):
     assert np.abs(noise - np.clip(x, 0, 1)).max() <= eps + 1e-6
 
 
+def test_pgd_restarts_only_add_fooled_examples(linear):
+    model, variables = linear
+    x = np.random.default_rng(2).uniform(0, 1, (256, 4)).astype(np.float32)
+    y = np.asarray(model.apply(variables, x).argmax(1))
+    eps = 0.05
+
+    def correct(adv):
+        return np.asarray(model.apply(variables, adv).argmax(1)) == y
+
+    kw = dict(steps=1, step_size=0.2 * eps, seed=3)  # the random start matters
+    one = adversarial.pgd(model, variables, x, y, eps, **kw)
+    many = adversarial.pgd(model, variables, x, y, eps, restarts=4, **kw)
+    assert np.abs(many - x).max() <= eps + 1e-6
+    # Whatever the first restart fooled stays fooled (it is kept), and restarts fool more.
+    assert not np.any(correct(many) & ~correct(one))
+    assert correct(many).sum() < correct(one).sum() < len(x)
+    with pytest.raises(ValueError, match="restarts"):
+        adversarial.pgd(model, variables, x, y, eps, restarts=2, random_start=False)
+
+
 def test_bad_input(linear):
     model, variables = linear
     x, y = np.zeros((2, 4), np.float32), np.array([0, 1])

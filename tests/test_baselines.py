@@ -14,6 +14,7 @@ from dl import baselines, elm
         ("tree", 0.75),
         ("forest", 0.95),
         ("knn", 0.95),
+        ("gbt", 0.93),
     ],
 )
 def test_each_baseline_runs_behind_the_shared_interface(digits, name, lo):

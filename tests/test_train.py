@@ -507,6 +507,12 @@ def test_train_seeds_rejects_bad_input(seeds, rates, match):
         train.train_seeds(model, ds.train, train.FitConfig(epochs=1), seeds, learning_rates=rates)
 
 
+def test_train_seeds_needs_epochs_a_multiple_of_eval_every():
+    ds, model = _iris_mlp()
+    with pytest.raises(ValueError, match="epochs=5, eval_every=2"):
+        train.train_seeds(model, ds.train, train.FitConfig(epochs=5, eval_every=2), [0])
+
+
 def test_fit_records_the_evaluation_time_apart():
     ds, model = _iris_mlp()
     res = train.train(

@@ -331,9 +331,9 @@ class Timer:
                 print(f"  [{self.log}] {name}: {took:.0f} s", file=sys.stderr, flush=True)
 
 
-def train_classifier(
+def _fit_config(
     model,
-    train: tuple[Any, Any],
+    n: int,
     *,
     epochs: int,
     batch_size: int = 64,
@@ -345,25 +345,16 @@ def train_classifier(
     loss: str = "cross_entropy",
     augment: str = "none",
     seed: int = 0,
-    eval_data: dict[str, tuple[Any, Any]] | None = None,
     eval_every: int = 1,
-    early_stopping=None,
-    params=None,
 ):
-    """Train `model` on (x, y) on one device with `dl.train.train` (the CPU kernels'
-    compiler options where they apply) and return its `FitResult`. `params` replaces the
-    initial parameters of the top-level modules present in it, e.g. for fine-tuning."""
-    import numpy as np
-
     from dl import optim
     from dl import train as tr
 
-    x, y = np.asarray(train[0], np.float32), np.asarray(train[1])
-    if len(x) == 0:
-        raise ValueError("train_classifier got an empty training set.")
-    config = tr.FitConfig(
+    if n == 0:
+        raise ValueError("The experiment got an empty training set.")
+    return tr.FitConfig(
         epochs=epochs,
-        batch_size=min(batch_size, len(x)),
+        batch_size=min(batch_size, n),
         optimizer=optim.OptimizerConfig(
             optimizer,
             learning_rate,
@@ -378,6 +369,28 @@ def train_classifier(
         steps_per_call=tr.default_steps_per_call(model),
         kernels="auto",
     )
+
+
+def train_classifier(
+    model,
+    train: tuple[Any, Any],
+    *,
+    eval_data: dict[str, tuple[Any, Any]] | None = None,
+    early_stopping=None,
+    params=None,
+    **fit,
+):
+    """Train `model` on (x, y) on one device with `dl.train.train` (the CPU kernels'
+    compiler options where they apply) and return its `FitResult`. `fit` are
+    `_fit_config`'s settings (epochs, batch_size, learning_rate, optimizer, schedule,
+    weight_decay, clip_norm, loss, augment, seed, eval_every). `params` replaces the
+    initial parameters of the top-level modules present in it, e.g. for fine-tuning."""
+    import numpy as np
+
+    from dl import train as tr
+
+    x, y = np.asarray(train[0], np.float32), np.asarray(train[1])
+    config = _fit_config(model, len(x), **fit)
     known = {k: v for k, v in (params or {}).items() if k in _module_names(model, x)}
     return tr.train(
         model,
@@ -389,6 +402,35 @@ def train_classifier(
         progress=False,
         handle_signals=False,
         devices=1,
+    )
+
+
+def train_many(
+    model,
+    train: tuple[Any, Any],
+    seeds,
+    *,
+    eval_data: dict[str, tuple[Any, Any]] | None = None,
+    learning_rates=None,
+    params=None,
+    **fit,
+):
+    """`train_classifier` for many seeds (and learning rates) at once: one compiled,
+    vmapped run by `dl.train.train_seeds`; returns its `SeedsResult`."""
+    import numpy as np
+
+    from dl import train as tr
+
+    x, y = np.asarray(train[0], np.float32), np.asarray(train[1])
+    config = _fit_config(model, len(x), **fit)
+    return tr.train_seeds(
+        model,
+        (x, y),
+        config,
+        seeds,
+        eval_data=eval_data,
+        learning_rates=learning_rates,
+        params=params,
     )
 
 
