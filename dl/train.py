@@ -794,6 +794,7 @@ def train_seeds(
     eval_data: Mapping[str, tuple[Any, Any]] | None = None,
     learning_rates: Collection[float] | None = None,
     params: Mapping[str, Any] | None = None,
+    per_seed_data: bool = False,
     input_dtype: str = "float32",
 ) -> SeedsResult:
     """Train one copy of `model` per seed at once: `jax.vmap` of the pure train step over
@@ -815,6 +816,10 @@ def train_seeds(
 
     `params` (e.g. a pre-trained network's) replaces the initial parameters of the
     top-level modules it names, in every run; the other modules keep each seed's init.
+
+    With `per_seed_data`, `data`'s arrays have a leading axis of one training set per
+    seed (all of one size), e.g. a subsample drawn by each seed, so that the seeds vary
+    the data as well as the initialisation and still share one compilation.
     """
     from jax import lax
 
@@ -828,9 +833,20 @@ def train_seeds(
         raise ValueError(f"learning_rates must be positive and finite; got {rates}.")
     runs_seed = [s for _ in rates for s in seeds]
     runs_rate = [r for r in rates for _ in seeds]
-    if len(x) == 0 or len(x) != len(y):
+    if per_seed_data:
+        if x.ndim < 2 or len(x) != len(seeds) or len(y) != len(seeds):
+            raise ValueError(
+                f"per_seed_data needs x and y with a leading axis of one training set per seed "
+                f"({len(seeds)}); got shapes {x.shape} and {y.shape}."
+            )
+        runs_data = [i for _ in rates for i in range(len(seeds))]
+    else:
+        x, y = x[None], y[None]
+        runs_data = [0] * len(runs_seed)
+    if x.shape[1] == 0 or x.shape[1] != y.shape[1]:
         raise ValueError(
-            f"train_seeds needs x and y of the same non-zero length; got {len(x)} and {len(y)}."
+            f"train_seeds needs x and y of the same non-zero length; got {x.shape[1]} and "
+            f"{y.shape[1]}."
         )
     check_positive_int("epochs", config.epochs)
     check_positive_int("eval_every", config.eval_every)
@@ -839,13 +855,14 @@ def train_seeds(
             f"train_seeds evaluates every eval_every epochs, so epochs must be a multiple of "
             f"it; got epochs={config.epochs}, eval_every={config.eval_every}."
         )
-    batch = min(config.batch_size, len(x))
-    steps = len(x) // batch
+    n = x.shape[1]
+    batch = min(config.batch_size, n)
+    steps = n // batch
     tx = optax.chain(
         make_optimizer(config.optimizer, steps * config.epochs),
         optax.inject_hyperparams(optax.scale)(step_size=1.0),
     )
-    first = create_state(model, tx, x.shape[1:], seed=seeds[0], input_dtype=input_dtype)
+    first = create_state(model, tx, x.shape[2:], seed=seeds[0], input_dtype=input_dtype)
     given = dict(params or {})
     unknown = sorted(set(given) - set(first.params))
     if unknown:
@@ -858,7 +875,7 @@ def train_seeds(
     def init(seed, scale):
         root = jax.random.key(seed)
         init_key, dropout_key, run_key = jax.random.split(root, 3)
-        x0 = jax.numpy.zeros((1, *x.shape[1:]), input_dtype)
+        x0 = jax.numpy.zeros((1, *x.shape[2:]), input_dtype)
         v = model.init({"params": init_key, "dropout": dropout_key}, x0, train=False)
         p = {**v["params"], **given}
         opt_state = tx.init(p)
@@ -882,12 +899,13 @@ def train_seeds(
                 out[f"{name}/accuracy"] = m["correct"] / m["count"]
         return out
 
-    def one_epoch(state, epoch):
-        order = jax.random.permutation(jax.random.fold_in(state.rng, epoch), len(x))
+    def one_epoch(state, epoch, d):
+        order = jax.random.permutation(jax.random.fold_in(state.rng, epoch), n)
         idx = order[: steps * batch].reshape(steps, batch)
 
         def body(s, i):
-            s, m = train_step(s, {"x": xd[i], "y": yd[i], "mask": jax.numpy.ones(batch, bool)})
+            xb, yb = xd[d, i], yd[d, i]
+            s, m = train_step(s, {"x": xb, "y": yb, "mask": jax.numpy.ones(batch, bool)})
             return s, m["nonfinite"]
 
         state, nonfinite = lax.scan(body, state, idx)
@@ -902,8 +920,8 @@ def train_seeds(
         def chunk(states, c):
             def epoch(e, carry):
                 st, bad = carry
-                st, n = jax.vmap(one_epoch, (0, None))(st, c * config.eval_every + e)
-                return st, bad + n
+                st, k = jax.vmap(one_epoch, (0, None, 0))(st, c * config.eval_every + e, data_of)
+                return st, bad + k
 
             bad = jax.numpy.zeros(len(runs_seed), jax.numpy.int32)
             states, bad = lax.fori_loop(0, config.eval_every, epoch, (states, bad))
@@ -913,6 +931,7 @@ def train_seeds(
         return states, before, after
 
     xd, yd = jax.numpy.asarray(x), jax.numpy.asarray(y)
+    data_of = jax.numpy.asarray(runs_data, jax.numpy.int32)
     seed_array = jax.numpy.asarray(runs_seed, jax.numpy.uint32)
     scales = jax.numpy.asarray(np.asarray(runs_rate) / base_lr, jax.numpy.float32)
     t0 = time.perf_counter()

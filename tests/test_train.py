@@ -507,6 +507,28 @@ def test_train_seeds_rejects_bad_input(seeds, rates, match):
         train.train_seeds(model, ds.train, train.FitConfig(epochs=1), seeds, learning_rates=rates)
 
 
+def test_train_seeds_per_seed_data_equals_separate_runs():
+    ds, model = _iris_mlp()
+    x, y = ds.train
+    halves = [(x[:48], y[:48]), (x[48:96], y[48:96])]
+    cfg = train.FitConfig(epochs=2, batch_size=16)
+    both = train.train_seeds(
+        model,
+        (np.stack([h[0] for h in halves]), np.stack([h[1] for h in halves])),
+        cfg,
+        [0, 1],
+        per_seed_data=True,
+        learning_rates=[1e-3, 1e-2],
+    )
+    for i, (seed, half) in enumerate(((0, halves[0]), (1, halves[1]))):
+        alone = train.train_seeds(model, half, cfg, [seed], learning_rates=[1e-2])
+        chex.assert_trees_all_close(
+            both.state(2 + i).params, alone.state(0).params, rtol=1e-5, atol=1e-6
+        )
+    with pytest.raises(ValueError, match="one training set per seed"):
+        train.train_seeds(model, ds.train, cfg, [0, 1, 2], per_seed_data=True)
+
+
 def test_train_seeds_needs_epochs_a_multiple_of_eval_every():
     ds, model = _iris_mlp()
     with pytest.raises(ValueError, match="epochs=5, eval_every=2"):

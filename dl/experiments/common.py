@@ -413,6 +413,7 @@ def train_many(
     eval_data: dict[str, tuple[Any, Any]] | None = None,
     learning_rates=None,
     params=None,
+    per_seed_data: bool = False,
     **fit,
 ):
     """`train_classifier` for many seeds (and learning rates) at once: one compiled,
@@ -422,7 +423,7 @@ def train_many(
     from dl import train as tr
 
     x, y = np.asarray(train[0], np.float32), np.asarray(train[1])
-    config = _fit_config(model, len(x), **fit)
+    config = _fit_config(model, y.shape[-1] if per_seed_data else len(x), **fit)
     return tr.train_seeds(
         model,
         (x, y),
@@ -431,6 +432,7 @@ def train_many(
         eval_data=eval_data,
         learning_rates=learning_rates,
         params=params,
+        per_seed_data=per_seed_data,
     )
 
 
@@ -449,6 +451,16 @@ def accuracy(model, state, x, y) -> float:
 
     logits = tr.predict(model, state, np.asarray(x, np.float32), kernels="auto")
     return float(np.mean(logits.argmax(-1) == y))
+
+
+def minmax_yerr(a) -> list:
+    """matplotlib's `yerr` for bars from each row's mean to its min and max (`a`: one row
+    per x, one column per seed)."""
+    import numpy as np
+
+    a = np.asarray(a, np.float64)
+    m = a.mean(1)
+    return [np.maximum(m - a.min(1), 0.0), np.maximum(a.max(1) - m, 0.0)]
 
 
 def save_figure(fig, out: Path, filename: str) -> str:

@@ -23,6 +23,7 @@ from dl import data, models
 from dl.experiments.common import (
     check,
     experiment_config,
+    minmax_yerr,
     prepare,
     pyplot,
     report,
@@ -297,7 +298,7 @@ def _figures(out, s, runs, saw) -> list[str]:
             ax.errorbar(
                 s["depths"],
                 a.mean(1),
-                yerr=[a.mean(1) - a.min(1), a.max(1) - a.mean(1)],
+                yerr=minmax_yerr(a),
                 fmt=style,
                 capsize=3,
                 label=kind,

@@ -19,6 +19,7 @@ import numpy as np
 from dl import data, models
 from dl.experiments.common import (
     experiment_config,
+    minmax_yerr,
     prepare,
     pyplot,
     report,
@@ -245,7 +246,7 @@ def _figures(out, s, arms) -> list[str]:
         ax.errorbar(
             xs + off,
             a.mean(1),
-            yerr=[a.mean(1) - a.min(1), a.max(1) - a.mean(1)],
+            yerr=minmax_yerr(a),
             fmt="none",
             color="k",
             capsize=3,

@@ -24,6 +24,7 @@ import numpy as np
 from dl import analysis, data, models
 from dl.experiments.common import (
     experiment_config,
+    minmax_yerr,
     prepare,
     pyplot,
     report,
@@ -425,7 +426,7 @@ def _figures(out, s, at_init, training, rnn) -> list[str]:
         axes[0].errorbar(
             s["lengths"],
             ratios.mean(1),
-            yerr=[ratios.mean(1) - ratios.min(1), ratios.max(1) - ratios.mean(1)],
+            yerr=minmax_yerr(ratios),
             fmt="o-",
             capsize=3,
             label=m,
