@@ -529,6 +529,19 @@ def test_train_seeds_per_seed_data_equals_separate_runs():
         train.train_seeds(model, ds.train, cfg, [0, 1, 2], per_seed_data=True)
 
 
+def test_train_seeds_sequential_runs_equal_vmapped_ones():
+    ds, model = _iris_mlp()
+    cfg = train.FitConfig(epochs=2, batch_size=32, eval_every=1)
+    kw = dict(eval_data={"test": ds.test}, learning_rates=[1e-3, 1e-2])
+    vm = train.train_seeds(model, ds.train, cfg, [0, 1], **kw)
+    sq = train.train_seeds(model, ds.train, cfg, [0, 1], runs="sequential", **kw)
+    chex.assert_trees_all_close(vm.states.params, sq.states.params, rtol=1e-5, atol=1e-6)
+    for a, b in zip(vm.history, sq.history, strict=True):
+        np.testing.assert_allclose(a["test/loss"], b["test/loss"], rtol=1e-5)
+    with pytest.raises(ValueError, match="runs must be"):
+        train.train_seeds(model, ds.train, cfg, [0], runs="pmap")
+
+
 def test_train_seeds_needs_epochs_a_multiple_of_eval_every():
     ds, model = _iris_mlp()
     with pytest.raises(ValueError, match="epochs=5, eval_every=2"):

@@ -414,6 +414,7 @@ def train_many(
     learning_rates=None,
     params=None,
     per_seed_data: bool = False,
+    runs: str = "vmap",
     **fit,
 ):
     """`train_classifier` for many seeds (and learning rates) at once: one compiled,
@@ -433,6 +434,7 @@ def train_many(
         learning_rates=learning_rates,
         params=params,
         per_seed_data=per_seed_data,
+        runs=runs,
     )
 
 

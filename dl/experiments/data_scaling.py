@@ -122,6 +122,7 @@ def _curves(s, deep, dataset, train, test, sizes, seeds, steps, batch, timer):
                 seeds,
                 eval_data={"test": test},
                 per_seed_data=True,
+                runs="sequential",  # convolutions: see train_seeds
             )
         acc[deep][i] = res.history[-1]["test/accuracy"]
     return acc
