@@ -24,6 +24,9 @@ TIMING_KEYS = {
     "elm_fit_cold_s",
     "elm_fit_warm_s",
     "elm_selection_s",
+    "classical_model",
+    "classical_fit_s",
+    "deep_time_to_classical_accuracy_s",
 }
 
 
@@ -91,6 +94,17 @@ def recompute_from_records(res):
                 mine = [t for t in res["timing"] if t["seed"] == seed]
                 hand = np.median([t["deep_train_s"] / t["elm_fit_warm_s"] for t in mine])
                 assert value == pytest.approx(hand)
+    (classical,) = [v for c, v in by_claim.items() if c.startswith("Classical ML is faster")]
+    assert classical["per_seed"] == dl_vs_elm.classical_per_seed(res["timing"], seeds)
+    for t in res["timing"]:  # the comparator is the best classical run of that dataset
+        rows = [
+            r
+            for r in res["runs"]
+            if r["dataset"] == t["dataset"]
+            and r["model"] in dl_vs_elm.CLASSICAL
+            and (r["seed"] == t["seed"] or r["model"] in dl_vs_elm.DETERMINISTIC_BASELINES)
+        ]
+        assert t["classical_accuracy"] == max(r["accuracy"] for r in rows)
     (gpu,) = [v for c, v in by_claim.items() if "no GPU" in c]
     assert gpu["per_seed"] == dl_vs_elm.gpu_per_seed(res["timing"], seeds)
     (huang,) = [v for c, v in by_claim.items() if "Huang" in c]
