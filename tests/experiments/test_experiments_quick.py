@@ -8,6 +8,7 @@ map) and the recorded structure are asserted.
 
 import json
 
+import numpy as np
 import pytest
 
 from dl.cli import main
@@ -41,55 +42,89 @@ def test_nonlinearity(tmp_path_factory):
         assert min(r["collapse_error"]["relu_stack"]) > 0.1
 
 
+def _seeded_claims(res, n):
+    claims = [v for v in res["verdicts"] if v["kind"] == "claim"]
+    assert claims and all(v["n_seeds"] >= 3 for v in claims if "ci" in v)
+    assert len(res["seeds"]) == n
+    return claims
+
+
 def test_vanishing_gradients(tmp_path_factory):
+    from dl.experiments import vanishing_gradients as vg
+
     res = _run("vanishing_gradients", tmp_path_factory)
+    _seeded_claims(res, 3)
     dmax = max(res["settings"]["depths"])
-    init = res["mlp_at_init"]
-    assert len(init[f"tanh/residual/{dmax}"]["norms"]) == dmax
-    assert all(v["first_over_last"] > 0 for v in init.values())
-    assert all(v["mse_ratio"] > 0 for v in res["rnn"].values())
+    norms = np.asarray(res["mlp_at_init"][f"relu/plain/he/{dmax}"])
+    assert norms.shape == (3, dmax)
+    by_claim = {v["claim"]: v for v in res["verdicts"]}
+    v = by_claim["ReLU with He initialisation keeps every layer's gradient in range"]
+    np.testing.assert_allclose(v["per_seed"], vg.band_margin(norms))
+    for r in res["rnn"].values():
+        assert np.asarray(r["grad_by_step_trained"]).shape[0] == 3
+        assert all(m > 0 for m in r["mse_ratio"])
 
 
 def test_depth(tmp_path_factory):
     res = _run("depth", tmp_path_factory)
+    _seeded_claims(res, 3)
     depths = res["settings"]["depths"]
+    assert max(depths) >= 64
     assert set(res["runs"]) == {f"{k}/{d}" for k in ("plain", "residual") for d in depths}
     for r in res["runs"].values():
-        assert all(0 <= a <= 1.0 for a in r["train_accuracy"] + r["test_accuracy"])
+        for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
+            assert len(r[key]) == 3 and all(0 <= a <= 1 for a in r[key])
+    nets = res["sawtooth"]["nets"]
+    # Matched parameter counts (within one hidden unit's three parameters).
+    assert abs(nets["deep"]["params"] - nets["shallow"]["params"]) <= 3
 
 
 def test_data_scaling(tmp_path_factory):
     res = _run("data_scaling", tmp_path_factory)
-    sizes = [str(n) for n in res["settings"]["sizes"]]
-    for model, by_size in res["accuracy"].items():
-        assert set(by_size) == set(sizes), model
-        assert all(0 <= a <= 1 for n in sizes for a in by_size[n])
+    _seeded_claims(res, 3)
+    mn = res["mnist1d"]
+    for m, a in mn["accuracy"].items():
+        assert np.asarray(a).shape == (len(mn["sizes"]), 3), m
+    assert "gbt" in mn["accuracy"] and len(mn["sizes"]) >= 5
+    small = [v for v in res["verdicts"] if v["claim"].startswith("Classical ML wins on small")]
+    assert len(small) >= 3
 
 
 def test_regularisation(tmp_path_factory):
     res = _run("regularisation", tmp_path_factory)
-    runs = res["runs"]
-
-    def mean(name, key):
-        return sum(r[key] for r in runs[name]) / len(runs[name])
-
-    assert all(r["epochs_run"] <= res["settings"]["epochs"] for r in runs["early_stopping"])
-    assert all(0 <= mean(name, "test_accuracy") <= 1 for name in runs)
+    _seeded_claims(res, 3)
+    arms = res["arms"]
+    for name, arm in arms.items():
+        assert len(arm["test"]) == 3 and all(0 <= a <= 1 for a in arm["test"]), name
+    assert all(1 <= e <= res["settings"]["epochs"] for e in arms["early_stopping"]["epoch"])
+    assert set(arms["dropout"]["chosen"]) <= set(res["settings"]["dropout"])
 
 
 def test_adversarial(tmp_path_factory):
     res = _run("adversarial", tmp_path_factory)
-    c = res["accuracy_vs_eps"]
-    eps = res["settings"]["eps"]
-    # At eps 0 every attack is the clean input.
-    for curve in c.values():
-        assert len(curve) == len(eps)
-        assert curve[eps.index(0.0)] == pytest.approx(res["clean_accuracy"])
+    _seeded_claims(res, 3)
+    assert 0.0 not in res["settings"]["eps"] and res["n_test"] == 1000
+    for r in res["runs"]:
+        for curve in r["accuracy_vs_eps"].values():
+            assert len(curve) == len(res["settings"]["eps"])
 
 
 def test_transfer_learning(tmp_path_factory):
     res = _run("transfer_learning", tmp_path_factory)
+    _seeded_claims(res, 3)
     a = res["accuracy"]
     assert set(a) == {"scratch", "fine_tuned", "frozen_features"}
-    for arm in a.values():
-        assert all(0 <= x <= 1 for xs in arm.values() for x in xs)
+    for arm in ("scratch", "fine_tuned"):
+        for v in a[arm].values():
+            assert set(v["learning_rate"]) <= set(res["settings"]["learning_rates"])
+            assert all(0 <= x <= 1 for x in v["test"])
+
+
+def test_weight_sharing(tmp_path_factory):
+    res = _run("weight_sharing", tmp_path_factory)
+    _seeded_claims(res, 3)
+    for k in ("cnn", "mlp"):
+        assert np.asarray(res["shifted_accuracy"][k]).shape == (
+            3,
+            1 + len(res["settings"]["shifts"]),
+        )
