@@ -50,9 +50,9 @@ SETTINGS = {
     "quick": dict(
         seeds=3,
         sizes=(125, 250, 500, 1000, 2000),
-        steps=600,
+        steps=400,
         tabular_sizes=(25, 50, 100),
-        tabular_steps=300,
+        tabular_steps=200,
         forest_trees=100,
         gbt_iterations=50,
     ),

@@ -72,7 +72,7 @@ SETTINGS = {
         train_epochs=8,
         lengths=(25, 50),
         rnn_epochs=8,
-        rnn_train=4000,
+        rnn_train=3000,
     ),
 }
 
