@@ -35,7 +35,7 @@ SETTINGS = {
     "full": dict(
         seeds=5, epochs=15, eps=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3), pgd_steps=40, restarts=5
     ),
-    "quick": dict(seeds=3, epochs=4, eps=(0.05, 0.1, 0.2), pgd_steps=10, restarts=1),
+    "quick": dict(seeds=3, epochs=3, eps=(0.05, 0.1, 0.2), pgd_steps=10, restarts=1),
 }
 SMALL_EPS = 0.1  # 10% of the pixel range: the digits stay easy to read (see the figure)
 ATTACKS = ("fgsm", "pgd", "random")

@@ -46,7 +46,7 @@ SETTINGS = {
     ),
     "quick": dict(
         seeds=3,
-        epochs=5,
+        epochs=4,
         cnn_channels=(4, 8, 16),
         mlp_widths=(16, 64, 256),
         shifts=(2, 4, 6),
