@@ -49,10 +49,10 @@ SETTINGS = {
         seeds=3,
         depths=(1, 2, 8, 64),
         width=64,
-        epochs=24,
+        epochs=16,
         sawtooth_k=9,
         sawtooth_deep=(8, 12),
-        sawtooth_epochs=200,
+        sawtooth_epochs=120,
     ),
 }
 KINDS = ("plain", "residual")

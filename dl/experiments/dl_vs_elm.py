@@ -105,7 +105,7 @@ SETTINGS = {
             **{f"mlp/{t}": 40 for t in TABULAR},
         },
         huang_max_epochs=100,
-        lr_multipliers=(0.1, 1.0, 10.0, 100.0),
+        lr_multipliers=(0.1, 1.0, 10.0),
         width_scan_n=400,
         width_scan=(32, 64, 128, 256, 400, 512, 1024, 2048),
         data_sizes=(1000, 2000, 4000),

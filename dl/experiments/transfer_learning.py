@@ -46,7 +46,7 @@ SETTINGS = {
         seeds=3,
         pretrain_epochs=8,
         labels=(10, 100, None),
-        steps=120,
+        steps=100,
         learning_rates=(1e-3, 3e-3),
         val_size=300,
     ),
