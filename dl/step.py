@@ -61,6 +61,15 @@ class TrainState:
     output_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
 
 
+def init_variables(model: nn.Module, root: jax.Array, x) -> tuple[dict[str, Any], jax.Array]:
+    """`model`'s variables for a run whose root key is `root`, and the run's own key (the
+    key of step t is `fold_in(run_key, t)`): the one convention by which `create_state`,
+    `dl.train.train_seeds` and the experiments turn a seed into a network, so the same
+    seed gives the same network everywhere. Pure: works under jit and vmap."""
+    init_key, dropout_key, run_key = jax.random.split(root, 3)
+    return model.init({"params": init_key, "dropout": dropout_key}, x, train=False), run_key
+
+
 def create_state(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -94,21 +103,21 @@ def create_state(
     if input_dtype not in ("float32", "int32"):
         raise ValueError(f"input_dtype must be 'float32' or 'int32'; got {input_dtype!r}.")
     root = jax.random.key(seed) if key is None else key
-    init_key, dropout_key, run_key = jax.random.split(root, 3)
     x = jnp.zeros((1, *input_shape), input_dtype)
 
-    def init(k_params, k_dropout):
-        return model.init({"params": k_params, "dropout": k_dropout}, x, train=False)
+    def init(root):
+        return init_variables(model, root, x)[0]
 
     try:
         # Shape first: a wrong input shape fails here, cheaply, before any compilation.
-        abstract = jax.eval_shape(init, init_key, dropout_key)
+        abstract = jax.eval_shape(init, root)
         out = jax.eval_shape(lambda v: model.apply(v, x, train=False), abstract)
     except (ValueError, TypeError) as e:
         raise ValueError(
             f"Could not build {type(model).__name__} for inputs of shape {input_shape}: {e}"
         ) from e
-    variables = jax.jit(init)(init_key, dropout_key)
+    variables = jax.jit(init)(root)
+    run_key = jax.random.split(root, 3)[2]
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),

@@ -497,6 +497,46 @@ def test_train_seeds_params_replace_the_named_modules_only():
         train.train_seeds(model, ds.train, cfg, [0], params={"conv0": donor["dense0"]})
 
 
+def test_train_seeds_per_seed_params_and_frozen_modules():
+    ds, model = _iris_mlp()
+    cfg = train.FitConfig(epochs=2, batch_size=32)
+    donors = [
+        train.create_state(model, optax.identity(), ds.input_shape, seed=s).params for s in (7, 8)
+    ]
+    stacked = jax.tree.map(lambda *a: np.stack(a), donors[0]["dense0"], donors[1]["dense0"])
+    res = train.train_seeds(
+        model,
+        ds.train,
+        cfg,
+        [0, 1],
+        params={"dense0": stacked},
+        per_seed_params=True,
+        frozen=["dense0"],
+    )
+    for i in (0, 1):  # each run kept its own donor's frozen layer, bit for bit
+        chex.assert_trees_all_equal(res.state(i).params["dense0"], donors[i]["dense0"])
+        own = train.create_state(model, optax.identity(), ds.input_shape, seed=i).params
+        assert not np.allclose(res.state(i).params["head"]["kernel"], own["head"]["kernel"])
+    # The same runs one at a time, with train_seeds' own single-seed path.
+    alone = train.train_seeds(
+        model, ds.train, cfg, [1], params={"dense0": donors[1]["dense0"]}, frozen=["dense0"]
+    )
+    chex.assert_trees_all_close(res.state(1).params, alone.state(0).params, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="after a leading axis of 2 seeds"):
+        train.train_seeds(
+            model,
+            ds.train,
+            cfg,
+            [0, 1],
+            params={"dense0": donors[0]["dense0"]},
+            per_seed_params=True,
+        )
+    with pytest.raises(ValueError, match="params\\['dense0'\\] of shapes"):
+        train.train_seeds(model, ds.train, cfg, [0], params={"dense0": donors[0]["head"]})
+    with pytest.raises(ValueError, match="does not have"):
+        train.train_seeds(model, ds.train, cfg, [0], frozen=["conv9"])
+
+
 @pytest.mark.parametrize(
     "seeds, rates, match",
     [([1, 1], None, "distinct seeds"), ([], None, "distinct seeds"), ([0], [0.0], "positive")],

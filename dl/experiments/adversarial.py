@@ -25,6 +25,7 @@ from dl.experiments.common import (
     pyplot,
     report,
     save_figure,
+    seed_list,
     seeded_claim,
     summarize_verdicts,  # noqa: F401  (the experiment interface)
     write_results,
@@ -70,7 +71,7 @@ def run(config: Config) -> dict[str, Any]:
     out, s, timer = prepare(config, Config, NAME)
     if SMALL_EPS not in s["eps"]:
         raise ValueError(f"{NAME}'s eps must include {SMALL_EPS}; got {s['eps']}.")
-    seeds = [config.seed + i for i in range(s["seeds"])]
+    seeds = seed_list(config.seed, s["seeds"])
     ds = data.load("mnist5k")
     x, y = ds.test
     runs = []

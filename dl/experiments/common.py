@@ -405,6 +405,12 @@ def train_classifier(
     )
 
 
+def seed_list(first: int, n: int) -> list[int]:
+    """The seeds of an experiment run with `--seed first`: first, first + 1, ...; every
+    experiment's claims pair their arms seed by seed on these."""
+    return [int(first) + i for i in range(int(n))]
+
+
 def train_many(
     model,
     train: tuple[Any, Any],

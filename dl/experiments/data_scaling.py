@@ -28,6 +28,7 @@ from dl.experiments.common import (
     pyplot,
     report,
     save_figure,
+    seed_list,
     seeded_claim,
     summarize_verdicts,  # noqa: F401  (the experiment interface)
     write_results,
@@ -217,7 +218,7 @@ def run(config: Config) -> dict[str, Any]:
     """Run the experiment as `config` says; write results.json, report.md and figures to
     `config.out`."""
     out, s, timer = prepare(config, Config, NAME)
-    seeds = [config.seed + i for i in range(s["seeds"])]
+    seeds = seed_list(config.seed, s["seeds"])
     sizes = list(s["sizes"])
     train, test = _pool(max(sizes))
     acc = _curves(s, "cnn", "mnist1d", train, test, sizes, seeds, s["steps"], BATCH, timer)

@@ -28,6 +28,7 @@ from dl.experiments.common import (
     pyplot,
     report,
     save_figure,
+    seed_list,
     seeded_claim,
     summarize_verdicts,  # noqa: F401  (the experiment interface)
     train_many,
@@ -93,6 +94,9 @@ def _mnist1d_depths(s, seeds, timer) -> dict[str, Any]:
                     widths=(s["width"],) * depth,
                     residual=kind == "residual",
                     batch_norm=True,
+                    # Compiled once per net, not once per layer: 64 layers compiled in
+                    # 23 s unrolled, 7 s scanned (2-core CPU).
+                    scan_layers=True,
                 )
                 res = train_many(
                     model,
@@ -220,7 +224,7 @@ def run(config: Config) -> dict[str, Any]:
     """Run the experiment as `config` says; write results.json, report.md and figures to
     `config.out`."""
     out, s, timer = prepare(config, Config, NAME)
-    seeds = [config.seed + i for i in range(s["seeds"])]
+    seeds = seed_list(config.seed, s["seeds"])
     part = _mnist1d_depths(s, seeds, timer)
     runs = part["runs"]
     saw = _sawtooth(s, seeds, timer)

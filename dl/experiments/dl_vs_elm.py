@@ -48,6 +48,7 @@ from dl.experiments.common import (
     experiment_config,
     median_low,
     prepare,
+    seed_list,
     seeded_claim,
     summarize_verdicts,  # noqa: F401  (the experiment interface)
     verdict,
@@ -116,7 +117,7 @@ Config = experiment_config(NAME, SETTINGS)
 
 
 def _seeds(config) -> list[int]:
-    return [config.seed + i for i in range(config.seeds)]
+    return seed_list(config.seed, config.seeds)
 
 
 def _flat(ds):

@@ -35,6 +35,7 @@ from dl.experiments.common import (
     prepare,
     pyplot,
     save_figure,
+    seed_list,
     seeded_claim,
     summarize_verdicts,  # noqa: F401  (the experiment interface)
     verdict,
@@ -99,11 +100,22 @@ def _blocks(acts: dict[str, np.ndarray]) -> list[str]:
     return [k for k in acts if k.startswith("block")]
 
 
-def _train(name: str, ds, seed: int, epochs: int) -> DeepClassifier:
-    overrides: dict[str, Any] = {"epochs": epochs, "seed": seed}
-    if MODELS[name]:
-        overrides["model_kwargs"] = MODELS[name]
-    return DeepClassifier("cnn", name, eval_data=ds.test, **overrides).fit(*ds.train)
+def _train(name: str, ds, seeds: list[int], epochs: int):
+    """Every seed's network (the recipe of `name` but its epochs), trained in one compiled
+    program, seed after seed (vmapped convolutions are slow on XLA:CPU). Returns the
+    model, one `TrainState` per seed, and each seed's test accuracy."""
+    import dataclasses
+
+    from dl.train import train_seeds
+
+    recipe = _recipe(name, epochs=epochs)
+    model = models.get_model("cnn", ds.num_classes, kernels=recipe.kernels, **recipe.model_kwargs)
+    config = dataclasses.replace(recipe.fit_config(model), eval_every=epochs)
+    res = train_seeds(
+        model, ds.train, config, seeds, eval_data={"test": ds.test}, runs="sequential"
+    )
+    accuracy = [float(a) for a in res.history[-1]["test/accuracy"]]
+    return model, [res.state(i) for i in range(len(seeds))], accuracy
 
 
 def _init_variables(model, input_shape, seed: int) -> dict[str, Any]:
@@ -158,16 +170,15 @@ def _shape_factors(s, acts, acts_t, y, yt, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _analyse_seed(name, ds, seed, s, timer) -> dict[str, Any]:
-    """Train one network and measure everything about it that needs no second seed."""
-    with timer(f"{name}/train"):
-        clf = _train(name, ds, seed, s["epochs"][name])
-    model = clf.model_
+def _analyse_seed(name, ds, seed, trained, s, timer) -> dict[str, Any]:
+    """Measure everything about one seed's trained network (`trained` = model, state and
+    test accuracy) that needs no second seed."""
+    model, state, test_accuracy = trained
     init = _init_variables(model, ds.input_shape, seed)
     (x, y), (xt, yt) = ds.train, ds.test
     with timer(f"{name}/probes"):
-        acts = {"trained": analysis.activations(model, clf.state_, x)}
-        acts_t = {"trained": analysis.activations(model, clf.state_, xt)}
+        acts = {"trained": analysis.activations(model, state, x)}
+        acts_t = {"trained": analysis.activations(model, state, xt)}
         acts["init"] = analysis.activations(model, init, x, include_input=False)
         acts_t["init"] = analysis.activations(model, init, xt, include_input=False)
         probes = {
@@ -191,9 +202,7 @@ def _analyse_seed(name, ds, seed, s, timer) -> dict[str, Any]:
         rfs = analysis.cnn_receptive_fields(model, spatial[0])
         erf = {}
         for layer in _blocks(acts_t["trained"]):
-            e = analysis.effective_receptive_field(
-                model, clf.state_, xt[: s["erf_examples"]], layer
-            )
+            e = analysis.effective_receptive_field(model, state, xt[: s["erf_examples"]], layer)
             rf_area = int(
                 np.prod(
                     [
@@ -210,9 +219,9 @@ def _analyse_seed(name, ds, seed, s, timer) -> dict[str, Any]:
                 "map": e["map"],
             }
     with timer(f"{name}/gabor"):
-        first = next(iter(clf.state_.params))
+        first = next(iter(state.params))
         kmax = s["gabor_filters"]
-        w_trained = np.asarray(clf.state_.params[first]["kernel"])
+        w_trained = np.asarray(state.params[first]["kernel"])
         w_init = np.asarray(init["params"][first]["kernel"])
         filt = {
             "trained": analysis.first_layer_filters(w_trained)[:kmax],
@@ -229,7 +238,7 @@ def _analyse_seed(name, ds, seed, s, timer) -> dict[str, Any]:
         }
     return {
         "seed": seed,
-        "test_accuracy": float(clf.history_[-1]["test/accuracy"]),
+        "test_accuracy": test_accuracy,
         "probes": probes,
         "shape_factors": factors,
         "cka_labels": cka_labels,
@@ -285,8 +294,14 @@ def _across_seeds(per_seed: list[dict], blocks: list[str] | None = None) -> dict
     }
 
 
-def _transfer(name, ds, seed, epochs, fine_tune: bool) -> dict[str, Any]:
-    """Yosinski et al. 2014 on a class split: A = first half of the classes, B = rest."""
+def _transfer(name, ds, seeds, epochs, fine_tune: bool) -> list[dict[str, Any]]:
+    """Yosinski et al. 2014 on a class split: A = first half of the classes, B = rest.
+
+    Each arm trains every seed in one compiled program (`train_seeds`), seed s's copied
+    layers coming from its own networks A and B; the upper layers start fresh from seed
+    s + 1. Returns one record per seed."""
+    from dl import optim, train
+
     k = ds.num_classes
     half = k // 2
     (x, y), (xt, yt) = ds.train, ds.test
@@ -300,35 +315,49 @@ def _transfer(name, ds, seed, epochs, fine_tune: bool) -> dict[str, Any]:
     recipe = _recipe(name)
     kwargs = dict(recipe.model_kwargs)
     model = models.get_model("cnn", half, kernels="auto", **kwargs)
-    opt = dict(epochs=epochs, batch_size=recipe.batch_size, learning_rate=recipe.learning_rate)
-    ep = dict(seed=seed, **opt)
+    config = train.FitConfig(
+        epochs=epochs,
+        batch_size=recipe.batch_size,
+        optimizer=optim.OptimizerConfig("adam", recipe.learning_rate, "warmup_cosine"),
+        eval_every=epochs,
+    )
 
-    acc_a, params_a = analysis.train_frozen(model, a_tr, a_te, **ep)
-    acc_b, params_b = analysis.train_frozen(model, b_tr, b_te, **ep)
+    def fit(tr, te, run_seeds, **kw):
+        # Seed after seed inside one program: vmapped convolutions are slow on XLA:CPU.
+        r = train.train_seeds(
+            model, tr, config, run_seeds, eval_data={"test": te}, runs="sequential", **kw
+        )
+        return [float(a) for a in r.history[-1]["test/accuracy"]], r.states.params
+
+    acc_a, params_a = fit(a_tr, a_te, seeds)
+    acc_b, params_b = fit(b_tr, b_te, seeds)
     convs = [n for n in params_b if n.startswith("conv")]
     depth = len(kwargs.get("channels", ()))
-    rows = []
-
-    def fit(**kw):  # fresh upper layers and batch order: seed + 1
-        return analysis.train_frozen(model, b_tr, b_te, seed=seed + 1, **opt, **kw)[0]
-
+    upper = [s + 1 for s in seeds]  # fresh upper layers and batch order
+    rows = [[] for _ in seeds]
     for n in range(1, depth + 1):
         names = [c for c in convs if int(c[4:].split("_")[0]) < n]
-        row = {"layers": n}
+        arms = {}
         for label, src in (("BnB", params_b), ("AnB", params_a)):
             copy = {c: src[c] for c in names}
-            row[label] = fit(copy=copy, frozen=names)
+            arms[label] = fit(b_tr, b_te, upper, params=copy, per_seed_params=True, frozen=names)
             if fine_tune:
-                row[label + "+"] = fit(copy=copy)
-        row["random_frozen"] = fit(frozen=names)
-        rows.append(row)
-    return {"seed": seed, "baseA": acc_a, "baseB": acc_b, "by_layer": rows, "classes_A": half}
+                arms[label + "+"] = fit(b_tr, b_te, upper, params=copy, per_seed_params=True)
+        arms["random_frozen"] = fit(b_tr, b_te, upper, frozen=names)
+        for i in range(len(seeds)):
+            rows[i].append({"layers": n, **{arm: acc[0][i] for arm, acc in arms.items()}})
+    return [
+        {"seed": s, "baseA": acc_a[i], "baseB": acc_b[i], "by_layer": rows[i], "classes_A": half}
+        for i, s in enumerate(seeds)
+    ]
 
 
-def _recipe(name):
+def _recipe(name, **overrides):
     from dl.recipes import default_config
 
-    return default_config("cnn", name, **({"model_kwargs": MODELS[name]} if MODELS[name] else {}))
+    if MODELS[name]:
+        overrides["model_kwargs"] = MODELS[name]
+    return default_config("cnn", name, **overrides)
 
 
 def _mean(xs):
@@ -597,14 +626,28 @@ def run(config: Config) -> dict[str, Any]:
         raise ValueError(f"Unknown dataset(s) {sorted(unknown)}; choose from {list(MODELS)}.")
     for name in s["datasets"]:
         ds = data.load(name)
-        seeds = [_analyse_seed(name, ds, seed + i, s, timer) for i in range(s["seeds"][name])]
+        seeds_of = seed_list(seed, s["seeds"][name])
+        with timer(f"{name}/train"):
+            model, states, accuracy = _train(name, ds, seeds_of, s["epochs"][name])
+        seeds = [
+            _analyse_seed(name, ds, sd, (model, st, acc), s, timer)
+            for sd, st, acc in zip(seeds_of, states, accuracy, strict=True)
+        ]
         with timer(f"{name}/cka"):
             across = _across_seeds(seeds)
         with timer(f"{name}/transfer"):
-            transfer = [
-                _transfer(name, ds, seed + i, s["transfer_epochs"][name], s["transfer_fine_tune"])
-                for i in range(s["transfer"].get(name, 0))
-            ]
+            n_transfer = s["transfer"].get(name, 0)
+            transfer = (
+                _transfer(
+                    name,
+                    ds,
+                    seed_list(seed, n_transfer),
+                    s["transfer_epochs"][name],
+                    s["transfer_fine_tune"],
+                )
+                if n_transfer
+                else []
+            )
         d = {"seeds": seeds, "across": across, "transfer": transfer}
         verdicts += _verdicts(name, d)
         d["figures"] = _figures(out, name, ds, d)

@@ -24,6 +24,7 @@ from dl.experiments.common import (
     pyplot,
     report,
     save_figure,
+    seed_list,
     seeded_claim,
     summarize_verdicts,  # noqa: F401  (the experiment interface)
     train_many,
@@ -177,7 +178,7 @@ def run(config: Config) -> dict[str, Any]:
     """Run the experiment as `config` says; write results.json, report.md and figures to
     `config.out`."""
     out, s, timer = prepare(config, Config, NAME)
-    seeds = [config.seed + i for i in range(s["seeds"])]
+    seeds = seed_list(config.seed, s["seeds"])
     arms, grids, sizes = _run_arms(s, seeds, timer)
     results = {
         "experiment": NAME,

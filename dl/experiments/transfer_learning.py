@@ -25,6 +25,7 @@ from dl.experiments.common import (
     pyplot,
     report,
     save_figure,
+    seed_list,
     seeded_claim,
     summarize_verdicts,  # noqa: F401  (the experiment interface)
     train_classifier,
@@ -150,7 +151,7 @@ def run(config: Config) -> dict[str, Any]:
     """Run the experiment as `config` says; write results.json, report.md and figures to
     `config.out`."""
     out, s, timer = prepare(config, Config, NAME)
-    seeds = [config.seed + i for i in range(s["seeds"])]
+    seeds = seed_list(config.seed, s["seeds"])
     ds = data.load("mnist5k")
     (x, y), (xt, yt) = ds.train, ds.test
     a_train, a_test = _split(x, y, 0, 5), _split(xt, yt, 0, 5)

@@ -29,11 +29,13 @@ from dl.experiments.common import (
     pyplot,
     report,
     save_figure,
+    seed_list,
     seeded_claim,
     summarize_verdicts,  # noqa: F401  (the experiment interface)
     train_many,
     write_results,
 )
+from dl.step import init_variables
 
 NAME = "vanishing_gradients"
 # (activation, variant, kernel init): the nets measured at initialisation and trained.
@@ -118,8 +120,7 @@ def _init_variables(model, input_shape, seeds):
     `train_seeds` with that seed)."""
 
     def one(seed):
-        key = jax.random.split(jax.random.key(seed), 3)[0]
-        return model.init(key, jnp.zeros((1, *input_shape)), train=False)
+        return init_variables(model, jax.random.key(seed), jnp.zeros((1, *input_shape)))[0]
 
     return jax.vmap(one)(jnp.asarray(seeds, jnp.uint32))
 
@@ -303,7 +304,7 @@ def run(config: Config) -> dict[str, Any]:
     """Run the experiment as `config` says; write results.json, report.md and figures to
     `config.out`."""
     out, s, timer = prepare(config, Config, NAME)
-    seeds = [config.seed + i for i in range(s["seeds"])]
+    seeds = seed_list(config.seed, s["seeds"])
     at_init, training = _part_mlp(s, seeds, timer)
     rnn = _part_rnn(s, seeds, timer)
     verdicts = _verdicts(s, at_init, training, rnn)

@@ -29,6 +29,7 @@ from dl.experiments.common import (
     pyplot,
     report,
     save_figure,
+    seed_list,
     seeded_claim,
     summarize_verdicts,  # noqa: F401  (the experiment interface)
     train_many,
@@ -127,7 +128,7 @@ def run(config: Config) -> dict[str, Any]:
     out, s, timer = prepare(config, Config, NAME)
     if SHIFT_CLAIM not in s["shifts"]:
         raise ValueError(f"{NAME}'s shifts must include {SHIFT_CLAIM}; got {s['shifts']}.")
-    seeds = [config.seed + i for i in range(s["seeds"])]
+    seeds = seed_list(config.seed, s["seeds"])
     ds = data.load("mnist5k")
     fams = {
         "cnn": _family("cnn", s["cnn_channels"], ds, seeds, s, timer),

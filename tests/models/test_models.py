@@ -295,3 +295,50 @@ def test_forward_mode_through_cpu_kernels_names_the_layer_and_the_fix(name, kw, 
     with pytest.raises(ForwardModeError, match=rf"layer '{layer}.*kernels='xla'"):
         jax.jvp(apply, (params,), (params,))
     assert np.isfinite(float(jax.jit(jax.grad(lambda p: apply(p)))(params)["head"]["bias"].sum()))
+
+
+def test_mlp_scan_layers_is_the_unrolled_network():
+    """scan_layers changes how the net is compiled, not what it computes: with the
+    unrolled net's parameters stacked into "layers", outputs, batch statistics and
+    gradients agree."""
+    kw = dict(widths=(8, 8, 8, 8), batch_norm=True, residual=True)
+    flat = get_model("mlp", 3, **kw)
+    scan = get_model("mlp", 3, scan_layers=True, **kw)
+    x = jax.random.normal(jax.random.key(0), (5, 6))
+    v = flat.init(jax.random.key(1), x)
+
+    def stack(col, name):
+        return jax.tree.map(lambda *a: jnp.stack(a), *[v[col][f"{name}_{i}"] for i in (1, 2, 3)])
+
+    p, b = v["params"], v["batch_stats"]
+    params = {
+        "dense0": p["dense0"],
+        "BatchNorm_0": p["BatchNorm_0"],
+        "head": p["head"],
+        "layers": {
+            "dense": jax.tree.map(lambda *a: jnp.stack(a), *[p[f"dense{i}"] for i in (1, 2, 3)]),
+            "BatchNorm_0": stack("params", "BatchNorm"),
+        },
+    }
+    stats = {
+        "BatchNorm_0": b["BatchNorm_0"],
+        "layers": {"BatchNorm_0": stack("batch_stats", "BatchNorm")},
+    }
+    sv = {"params": params, "batch_stats": stats}
+    assert jax.tree.structure(sv) == jax.tree.structure(scan.init(jax.random.key(1), x))
+    out_f, new_f = flat.apply(v, x, train=True, mutable=["batch_stats"])
+    out_s, new_s = scan.apply(sv, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(out_s, out_f, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        new_s["batch_stats"]["layers"]["BatchNorm_0"]["mean"][2],
+        new_f["batch_stats"]["BatchNorm_3"]["mean"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    g_f = jax.grad(lambda q: flat.apply({**v, "params": q}, x).sum())(p)
+    g_s = jax.grad(lambda q: scan.apply({**sv, "params": q}, x).sum())(params)
+    np.testing.assert_allclose(
+        g_s["layers"]["dense"]["kernel"][1], g_f["dense2"]["kernel"], rtol=1e-4, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="one width"):
+        get_model("mlp", 3, widths=(8, 8, 4), scan_layers=True).init(jax.random.key(0), x)
