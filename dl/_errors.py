@@ -44,3 +44,45 @@ def check_fraction(name: str, value: object, *, allow_zero: bool = True) -> floa
         rng = "[0, 1)" if allow_zero else "(0, 1)"
         raise ValueError(f"{name} must be in {rng}; got {value!r}.")
     return v
+
+
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """Return `value` as an int in [0, 2**32 - 1] (what JAX's and NumPy's generators take
+    alike), else raise a clear ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, {MAX_SEED}]; got {value!r}.")
+    return value
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate, as far as the OS says: the smaller of the
+    physical memory not in use and the address-space limit (`ulimit -v`); None where
+    neither can be read."""
+    import os
+
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(int(soft))
+    except (ImportError, ValueError, OSError):
+        pass
+    return min(limits) if limits else None
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> "1.5 KiB"."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"

@@ -5,7 +5,8 @@ A checkpoint (one step folder, committed by orbax with an atomic rename) holds t
 - "state": the `TrainState` arrays (the PRNG key stored as its raw uint32 data);
 - "meta": JSON with the data-iterator position (epoch, batch within the epoch), the
   partial metric sums of the current epoch, the metrics history, the run's config, the
-  tree layout (path -> shape, dtype) and a SHA-256 of every array.
+  tree layout (path -> shape, dtype), a SHA-256 of every array, and a SHA-256 of the
+  metadata itself (so an edited position, history or config is detected too).
 
 On restore the layout is compared with the model's (another model's checkpoint is
 rejected with the first difference named) and every array's checksum is verified
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import warnings
 from pathlib import Path
@@ -26,7 +28,14 @@ from typing import Any
 import jax
 import numpy as np
 
-META_VERSION = 1
+META_VERSION = 2  # 2: the metadata carries its own checksum ("meta_sha256")
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the metadata's canonical JSON, without its own checksum field."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class CheckpointError(RuntimeError):
@@ -219,6 +228,9 @@ class CheckpointManager:
             sha256=_hashes(tree),
             metrics=metrics or {},
         )
+        # Through JSON first, so the digest is of exactly what is stored and read back.
+        full_meta = json.loads(json.dumps(full_meta, allow_nan=True))
+        full_meta["meta_sha256"] = _meta_digest(full_meta)
         if step in self.steps():  # e.g. the end-of-run save right after a periodic one
             self._mngr.delete(step)
         args = self._ocp.args
@@ -240,6 +252,13 @@ class CheckpointManager:
             raise CheckpointError(f"its metadata cannot be read ({type(e).__name__}: {e})") from e
         if not isinstance(meta.get("layout"), dict) or not isinstance(meta.get("sha256"), dict):
             raise CheckpointError("its metadata lacks the layout and checksums")
+        if meta.get("version") != META_VERSION:
+            raise CheckpointError(
+                f"its metadata is version {meta.get('version')!r}, this dl reads version "
+                f"{META_VERSION} (an older dl wrote it without the metadata checksum)"
+            )
+        if meta.get("meta_sha256") != _meta_digest(meta):
+            raise CheckpointError("its metadata fails its checksum (edited or damaged)")
         return meta
 
     def _restore_step(self, target, step: int) -> Restored:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -101,6 +102,7 @@ def _cmd_train(args) -> int:
             progress=not args.no_progress,
             strategy=args.strategy,
             devices=args.devices,
+            overwrite=args.overwrite,
         )
     except TrainingInterrupted as e:
         print(f"dl train: {e}", file=sys.stderr)
@@ -280,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in DIR (its --out folder) from its newest checkpoint",
     )
     t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let a new run replace the run files already in --out (refused without it)",
+    )
+    t.add_argument(
         "--devices",
         type=int,
         metavar="N",
@@ -302,8 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """What a user can cause and fix: bad values, names, files and folders (ValueError,
+    OSError: missing, unreadable or unwritable paths, a refused download), damaged
+    checkpoints, non-finite training. Anything else is a bug and keeps its traceback."""
+    from dl.checkpoint import CheckpointError
+
+    return (ValueError, OSError, FloatingPointError, OverflowError, CheckpointError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    EXPECTED_ERRORS = _expected_errors()
     try:
         if args.command in ("train", "reproduce"):
             from dl.kernels import tune_host_allocator
@@ -315,9 +332,17 @@ def main(argv: list[str] | None = None) -> int:
 
             initialize()  # joins a multi-process run when DL_NUM_PROCESSES etc. are set
         return args.fn(args)
-    except (ValueError, FloatingPointError, FileNotFoundError, ConnectionError) as e:
+    except EXPECTED_ERRORS as e:
         print(f"dl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception:
+        traceback.print_exc()
+        print(
+            f"dl {args.command}: an unexpected error, which is a bug in dl: please report it "
+            "with the command you ran and the traceback above.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -45,7 +45,13 @@ import jax.numpy as jnp
 import numpy as np
 import threadpoolctl
 
-from dl._errors import check_positive_int, unknown_name
+from dl._errors import (
+    available_memory,
+    check_positive_int,
+    check_seed,
+    format_bytes,
+    unknown_name,
+)
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "rbf")
 DISTRIBUTIONS = ("normal", "uniform")
@@ -361,6 +367,22 @@ def ridge_path(h, t, ridges: Sequence[float]) -> dict[str, np.ndarray]:
         }
 
 
+def _check_labels(y: np.ndarray) -> None:
+    """Class labels: integers, strings or booleans; not fractions, NaN or complex numbers
+    (each of which np.unique would turn into classes of its own)."""
+    if np.iscomplexobj(y):
+        raise ValueError(f"y holds complex numbers (dtype {y.dtype}); labels must be class ids.")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"y must hold class labels, but {int(bad.sum())} value(s) are not whole "
+                f"numbers (first y[{i}] = {y[i].item()!r}). For real-valued targets use "
+                "ELMRegressor."
+            )
+
+
 def _targets(y, classes: np.ndarray, kind: str) -> np.ndarray:
     onehot = (np.asarray(y)[:, None] == classes[None]).astype(np.float32)
     return onehot if kind == "one_hot" else 2.0 * onehot - 1.0
@@ -409,6 +431,9 @@ class _ELMBase:
             raise ValueError(f"solver must be 'auto', 'primal' or 'dual'; got {solver!r}.")
         if solver == "dual" and batch_size is not None:
             raise ValueError("The dual solve needs all of H at once; stream with solver='primal'.")
+        if batch_size is not None:
+            batch_size = check_positive_int("batch_size", batch_size)
+        check_seed(seed)
         _check_dtype(dtype)
         if activation not in ACTIVATIONS:
             raise unknown_name("activation", activation, ACTIVATIONS)
@@ -421,6 +446,11 @@ class _ELMBase:
         return {k: getattr(self, k) for k in keys}
 
     def _prepare(self, x, fit: bool) -> np.ndarray:
+        if np.iscomplexobj(x):
+            raise ValueError(
+                f"x holds complex numbers (dtype {np.asarray(x).dtype}); the ELM needs real "
+                "features: pass .real, np.abs() or both."
+            )
         x = np.asarray(x, np.float32)
         x = x.reshape(len(x), -1)
         if fit:
@@ -462,9 +492,44 @@ class _ELMBase:
         self.mean_ = mean.astype(np.float32)
         self.std_ = np.where(std > 1e-8, std, 1.0).astype(np.float32)
 
+    def memory_estimate(self, n: int, d: int) -> int:
+        """Bytes a fit on n examples of d features needs at its peak, roughly: the hidden
+        weights, the hidden features H (a batch of them when streaming), and the L x L
+        Gram matrices (primal) or the N x N kernel (dual) in the solve's dtype with their
+        factorisations."""
+        width, item = self.width, 8 if self.dtype == "float64" else 4
+        weights = 3 * 4 * d * width  # drawn by JAX, copied to NumPy
+        solver = self.solver
+        if solver == "auto":
+            solver = "dual" if width > n and self.batch_size is None else "primal"
+        if solver == "dual":
+            return weights + (4 + item) * n * width + 3 * item * n * n
+        rows = n if self.batch_size is None else min(n, self.batch_size)
+        return weights + (4 + item) * rows * width + 4 * item * width * width
+
+    def _check_memory(self, n: int, d: int) -> None:
+        need, have = self.memory_estimate(n, d), available_memory()
+        if have is not None and need > have:
+            raise ValueError(
+                f"An ELM of width {self.width} on {n} examples of {d} features needs about "
+                f"{format_bytes(need)} of memory; {format_bytes(have)} is available. Use a "
+                "smaller width"
+                + (", or batch_size= to stream the data (primal solve)" if n > 1 else "")
+                + "."
+            )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "beta_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError(
+                f"This {type(self).__name__} is not fitted yet; call fit(x, y) before predicting."
+            )
+
     def _fit_targets(self, x, t) -> None:
         t0 = time.perf_counter()
         self._dim = int(np.prod(np.shape(x)[1:]))
+        self._check_memory(len(x), self._dim)
         if self.batch_size is not None:  # stream: never hold all of x in memory
             self._stream_stats(x)
             mean, std = self.mean_, self.std_
@@ -508,6 +573,7 @@ class _ELMBase:
 
     def decision_function(self, x) -> np.ndarray:
         """H(x) beta: (N, K) scores (class scores or regression outputs)."""
+        self._check_fitted()
         h = hidden_features(self.hidden_, self._prepare(x, fit=False))
         return np.asarray(h, np.float64) @ self.beta_
 
@@ -542,11 +608,13 @@ class ELMClassifier(_ELMBase):
             raise ValueError(
                 f"y must hold one integer label per example, shape ({len(x)},); got {y.shape}."
             )
+        _check_labels(y)
         self.classes_ = np.unique(y)
         self._fit_targets(x, _targets(y, self.classes_, self.targets))
         return self
 
     def predict(self, x) -> np.ndarray:
+        self._check_fitted()
         return self.classes_[np.argmax(self.decision_function(x), axis=1)]
 
     def score(self, x, y) -> float:
@@ -557,7 +625,17 @@ class ELMRegressor(_ELMBase):
     """ELM regressor (same parameters as ELMClassifier, without targets)."""
 
     def fit(self, x, y) -> ELMRegressor:
+        if np.iscomplexobj(y):
+            raise ValueError(f"y holds complex numbers (dtype {np.asarray(y).dtype}); pass .real.")
         y = np.asarray(y, np.float32)
+        if y.ndim == 0 or len(y) != len(x):
+            raise ValueError(f"y must hold one target per example ({len(x)}); got shape {y.shape}.")
+        bad = np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).all(axis=1))
+        if len(bad):
+            raise ValueError(
+                f"y holds NaN or infinite targets in {len(bad)} example(s), first at index "
+                f"{bad[0]}; drop or impute them before fitting."
+            )
         self.output_shape_ = y.shape[1:]
         self._fit_targets(x, y.reshape(len(y), -1))
         return self

@@ -7,6 +7,7 @@ directly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from dl._errors import check_fraction, check_positive_int, unknown_name
+from dl._errors import check_fraction, check_positive_int, check_seed, unknown_name
 
 # Defaults per model, then per (model, dataset). Found by short calibration runs on 2 CPU
 # cores (see README "Measured"); every value can be overridden from the CLI.
@@ -196,6 +197,7 @@ class TrainConfig:
             raise unknown_name("augmentation", self.augment, AUGMENTATIONS)
         check_positive_int("epochs", self.epochs)
         check_positive_int("batch_size", self.batch_size)
+        check_seed(self.seed)
         OptimizerConfig(**self.optimizer_kwargs())  # validates the optimizer fields
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing!r}.")
@@ -446,6 +448,7 @@ def train_and_evaluate(
     keep_checkpoints: int = 3,
     strategy: str = "auto",
     devices: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train `config.model` on `config.dataset`, evaluate on the test set, write outputs.
 
@@ -462,6 +465,8 @@ def train_and_evaluate(
       keep_checkpoints: how many recent checkpoints to keep.
       strategy, devices: how to spread the steps over devices (see `dl.parallel`); not
         part of the config, so a run may resume on another number of devices.
+      overwrite: a new run may replace the run already in `out_dir` (its files are
+        deleted); without it such a folder is refused (`dl.rundir`).
 
     Returns:
       The results dict written to results.json: test_accuracy, test_loss, train_time_s,
@@ -469,23 +474,28 @@ def train_and_evaluate(
     """
     import jax
 
-    from dl import data, models, train
-    from dl.parallel import DATA_AXIS, get_strategy
-    from dl.plotting import plot_curves
+    from dl import data, models
+    from dl.parallel import DATA_AXIS
+    from dl.rundir import RunFolder
+    from dl.step import check_model
 
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
-    out.mkdir(parents=True, exist_ok=True)
+    # With several processes (dl.parallel.initialize) all train and checkpoint together;
+    # process 0 alone claims the folder and writes the other files.
+    writer = jax.process_index() == 0
+
+    def claim():
+        if not writer:
+            return contextlib.nullcontext()
+        return RunFolder(out, resume=resume, overwrite=overwrite)
+
     if config.model in models.GAN_MODELS:  # two networks, two optimizers: dl.gan
         if resume:
             raise ValueError("GAN runs do not write checkpoints yet, so they cannot resume.")
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        return train_and_evaluate_gan(config, out, progress=progress)
-    # With several processes (dl.parallel.initialize) all train and checkpoint together;
-    # process 0 alone writes the other files.
-    writer = jax.process_index() == 0
-    if writer:
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        with claim():
+            (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+            return train_and_evaluate_gan(config, out, progress=progress)
     ds = data.load(config.dataset, **config.dataset_kwargs)
     reads_tokens = config.model in models.TOKEN_MODELS
     if reads_tokens != (ds.input_dtype == "int32"):
@@ -507,6 +517,29 @@ def train_and_evaluate(
         axis_name=axis_name,
         **config.model_kwargs,
     )
+    # Checked before the folder is claimed: a model that cannot be built leaves no run.
+    check_model(model, ds.input_shape, ds.input_dtype)
+    with claim():
+        if writer and not resume:
+            (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        return _fit_and_report(
+            config, out, ds, model, axis_name, writer, t_start,
+            progress=progress, resume=resume, keep_checkpoints=keep_checkpoints,
+            strategy=strategy, devices=devices,
+        )  # fmt: skip
+
+
+def _fit_and_report(
+    config, out, ds, model, axis_name, writer, t_start, *, progress, resume,
+    keep_checkpoints, strategy, devices,
+) -> dict[str, Any]:  # fmt: skip
+    """The rest of `train_and_evaluate`, once the run folder is claimed."""
+    import jax
+
+    from dl import data, models, train
+    from dl.parallel import get_strategy
+    from dl.plotting import plot_curves
+
     task, loss = ds.task, ds.loss
     x_train, y_train = ds.train
     test = ds.test

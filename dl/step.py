@@ -70,6 +70,46 @@ def init_variables(model: nn.Module, root: jax.Array, x) -> tuple[dict[str, Any]
     return model.init({"params": init_key, "dropout": dropout_key}, x, train=False), run_key
 
 
+def check_model(model: nn.Module, input_shape, input_dtype: str = "float32"):
+    """Build `model` for inputs of `input_shape` abstractly (shapes only, no compilation)
+    and return its output's shape and dtype; a model that cannot be built (a wrong input
+    shape, a bad field such as a zero width) raises ValueError naming both."""
+    return _check_model(model, input_shape, input_dtype, jax.random.key(0))[0]
+
+
+def _check_model(model, input_shape, input_dtype, root):
+    try:
+        input_shape = tuple(int(d) for d in input_shape)
+    except TypeError:
+        raise ValueError(
+            f"input_shape must be a tuple of ints such as (28, 28, 1); got {input_shape!r}."
+        ) from None
+    if not input_shape or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be non-empty with positive sizes; got {input_shape}.")
+    if input_dtype not in ("float32", "int32"):
+        raise ValueError(f"input_dtype must be 'float32' or 'int32'; got {input_dtype!r}.")
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.dtype(input_dtype))
+    try:
+        # Shape first: a wrong input shape fails here, cheaply, before any compilation.
+        abstract = jax.eval_shape(lambda r, x: init_variables(model, r, x)[0], root, x)
+        out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), abstract, x)
+    except (ValueError, TypeError, ZeroDivisionError, IndexError) as e:
+        # A module's own checks raise ValueError; a bad field (widths=(0,), a tuple where
+        # a number belongs) surfaces from Flax or jax.numpy as one of the others.
+        raise ValueError(
+            f"Could not build {type(model).__name__} ({_fields(model)}) for inputs of shape "
+            f"{input_shape}: {type(e).__name__}: {e}"
+        ) from e
+    return out, input_shape
+
+
+def _fields(model) -> str:
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(model) if f.name not in ("parent", "name")]
+    return ", ".join(f"{n}={getattr(model, n)!r}" for n in names)
+
+
 def create_state(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -92,31 +132,10 @@ def create_state(
     Returns:
       A `TrainState` at step 0.
     """
-    try:
-        input_shape = tuple(int(d) for d in input_shape)
-    except TypeError:
-        raise ValueError(
-            f"input_shape must be a tuple of ints such as (28, 28, 1); got {input_shape!r}."
-        ) from None
-    if not input_shape or min(input_shape) < 1:
-        raise ValueError(f"input_shape must be non-empty with positive sizes; got {input_shape}.")
-    if input_dtype not in ("float32", "int32"):
-        raise ValueError(f"input_dtype must be 'float32' or 'int32'; got {input_dtype!r}.")
     root = jax.random.key(seed) if key is None else key
+    out, input_shape = _check_model(model, input_shape, input_dtype, root)
     x = jnp.zeros((1, *input_shape), input_dtype)
-
-    def init(root):
-        return init_variables(model, root, x)[0]
-
-    try:
-        # Shape first: a wrong input shape fails here, cheaply, before any compilation.
-        abstract = jax.eval_shape(init, root)
-        out = jax.eval_shape(lambda v: model.apply(v, x, train=False), abstract)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"Could not build {type(model).__name__} for inputs of shape {input_shape}: {e}"
-        ) from e
-    variables = jax.jit(init)(root)
+    variables = jax.jit(lambda r: init_variables(model, r, x)[0])(root)
     run_key = jax.random.split(root, 3)[2]
     params = variables["params"]
     return TrainState(

@@ -348,7 +348,7 @@ def fit(
         )
     run, target = _Progress(), state  # target: the logical layout checkpoints restore into
     if resume and mngr is not None and mngr.steps():
-        run, target = _restore(mngr, state, signature, early_stopping)
+        run, target = _restore(mngr, state, signature, early_stopping, run_config)
     # A copy: the compiled step donates its input, and the caller's state must stay valid.
     state = strategy.put_state(_copy_tree(target))
     if metrics_path is not None:
@@ -409,13 +409,17 @@ def fit(
                 _log_record(log, bar, record)
                 if on_epoch is not None:
                     on_epoch(epoch, strategy.get_state(state))
-                if early_stopping is not None and run.early_stop(
+                new_best = early_stopping is not None and run.early_stop(
                     early_stopping, record, epoch, eval_every
-                ):
+                )
+                if new_best:
                     run.best_state = _copy_tree(strategy.get_state(state))
                 sums = None
                 epoch_metrics = {k: v for k, v in record.items() if isinstance(v, float)}
+                # A new best is written even between step checkpoints: resume restores it.
                 if checkpoint_every is None or epoch == epochs or run.stopped or flag.signum:
+                    save(epoch + 1, 0, metrics=epoch_metrics)
+                elif new_best:
                     save(epoch + 1, 0, metrics=epoch_metrics)
                 if flag.signum is not None:
                     raise TrainingInterrupted(flag.signum, step, mngr and mngr.directory)
@@ -480,8 +484,20 @@ class _Progress:
         return False
 
 
-def _restore(mngr: CheckpointManager, state, signature, early_stopping):
-    """The progress and state of the newest intact checkpoint, checked against this run."""
+def config_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """The fields in which two run configurations differ, as "name: stored -> given"
+    (compared as JSON, so a tuple and a list of the same values are equal)."""
+    a, b = (json.loads(json.dumps(dict(c), default=str)) for c in (stored, given))
+    return [
+        f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, "(absent)") != b.get(k, "(absent)")
+    ]
+
+
+def _restore(mngr: CheckpointManager, state, signature, early_stopping, run_config=None):
+    """The progress and state of the newest intact checkpoint, checked against this run:
+    the data signature, and the whole run configuration when both sides have one."""
     restored = mngr.restore(state, "latest")
     meta = restored.meta
     if meta.get("fit") != signature:
@@ -490,6 +506,14 @@ def _restore(mngr: CheckpointManager, state, signature, early_stopping):
             f"{meta.get('fit')}, this run has {signature}. Use the same data, batch_size "
             "and seed, or a new checkpoint_dir."
         )
+    if run_config is not None and meta.get("config"):
+        diff = config_differences(meta["config"], run_config)
+        if diff:
+            raise ValueError(
+                f"Cannot resume from {mngr.directory}: its checkpoint was written by a run "
+                f"configured differently ({'; '.join(diff)}). Resume with the configuration "
+                "it was written with, or start a new run in another folder."
+            )
     history = list(meta["history"])
     run = _Progress(
         history=history,
@@ -522,8 +546,16 @@ def _check_data(state, train_data, eval_data, targets, check_labels, early_stopp
         # Per-position labels (sequences, nodes) may leave positions unlabelled (-1).
         allow_unlabelled=labels and len(state.output_shape) > 1,
     )
-    x, y = check_arrays(*train_data, name="train", **checks)
-    evals = {name: check_arrays(*xy, name=name, **checks) for name, xy in (eval_data or {}).items()}
+    x, y = check_arrays(*xy_pair("train data", train_data), name="train", **checks)
+    if eval_data is not None and not isinstance(eval_data, Mapping):
+        raise ValueError(
+            f'eval_data must map names to (x, y) pairs, e.g. {{"test": (x_test, y_test)}}; '
+            f"got {type(eval_data).__name__}."
+        )
+    evals = {
+        name: check_arrays(*xy_pair(f"eval_data[{name!r}]", xy), name=name, **checks)
+        for name, xy in (eval_data or {}).items()
+    }
     if early_stopping is not None:
         set_name = early_stopping.monitor.split("/", 1)[0]
         if set_name not in evals:
@@ -539,6 +571,19 @@ def _check_data(state, train_data, eval_data, targets, check_labels, early_stopp
             f"use batch_size <= {len(x)}."
         )
     return (x, y), evals
+
+
+def xy_pair(what: str, data) -> tuple[Any, Any]:
+    """`data` as an (x, y) pair, or a ValueError saying what was received instead."""
+    if isinstance(data, tuple | list) and len(data) == 2:
+        return data[0], data[1]
+    got = (
+        f"{type(data).__name__} of shape {np.shape(data)}"
+        if hasattr(data, "shape")
+        else f"a {type(data).__name__}"
+        + (f" of {len(data)} items" if hasattr(data, "__len__") else "")
+    )
+    raise ValueError(f"{what} must be an (x, y) pair of arrays; got {got}.")
 
 
 def _infer_targets(train_data) -> str:
@@ -691,9 +736,14 @@ def train(
     Returns:
       `fit`'s `FitResult`.
     """
-    x, y = data
+    x, y = xy_pair("train data", data)
     if len(x) == 0:
         raise ValueError("train got an empty training set (0 examples).")
+    if config.batch_size > len(x):
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than the {len(x)} training examples "
+            f"(an epoch would have no full batch); use batch_size <= {len(x)}."
+        )
     steps = num_batches(len(x), config.batch_size) * config.epochs
     tx = make_optimizer(config.optimizer, steps)
     state = create_state(model, tx, np.shape(x)[1:], seed=config.seed, input_dtype=input_dtype)

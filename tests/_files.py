@@ -7,7 +7,10 @@ import tarfile
 import numpy as np
 
 
-def cifar_tar(path, *, ten=True, poison=None, n=6):
+def cifar_tar(path, *, ten=True, poison=None, n=6, meta=None, link=None):
+    """A CIFAR-10 (or -100) archive of n images per batch; `poison` replaces the first
+    training batch's bytes, `meta` the metadata's, and `link` names a member written as a
+    symbolic link to itself (a loop) instead of a file."""
     rng = np.random.default_rng(0)
     folder = "cifar-10-batches-py" if ten else "cifar-100-python"
     key = b"labels" if ten else b"fine_labels"
@@ -26,9 +29,15 @@ def cifar_tar(path, *, ten=True, poison=None, n=6):
     )
     if poison:
         members[names[0]] = poison
+    if meta is not None:
+        members["batches.meta" if ten else "meta"] = meta
     with tarfile.open(path, "w:gz") as tar:
         for m, blob in members.items():
             info = tarfile.TarInfo(f"{folder}/{m}")
+            if m == link:
+                info.type, info.linkname = tarfile.SYMTYPE, f"{folder}/{m}"
+                tar.addfile(info)
+                continue
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
     return path

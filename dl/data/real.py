@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import http.client
 import io
+import math
 import os
 import pickle
 import tarfile
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dl._errors import available_memory, format_bytes
 from dl.data.datasets import Dataset
 
 
@@ -279,41 +281,97 @@ def fetch(name: str, *, root: str | os.PathLike | None = None, download_missing:
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+# Deflate cannot compress better than about 1032:1, so a gzip (or zip) member that claims
+# more than this many times its compressed size is damaged or hostile, and is refused
+# before anything is allocated.
+DEFLATE_MAX_RATIO = 1032
+
+
+def check_claimed_size(where: str, claimed: int, compressed: int | None = None) -> None:
+    """Refuse, before allocating, an array or member whose header claims more bytes than
+    its compressed size can hold or than this process can allocate."""
+    if compressed is not None and claimed > DEFLATE_MAX_RATIO * compressed + 1024:
+        raise ValueError(
+            f"{where} claims {format_bytes(claimed)}, more than {compressed} compressed bytes "
+            f"can hold (deflate reaches at most {DEFLATE_MAX_RATIO}:1): the file is damaged "
+            "or built to exhaust memory. Delete it and download again."
+        )
+    have = available_memory()
+    if have is not None and claimed > have:
+        raise ValueError(
+            f"{where} claims {format_bytes(claimed)}, more than the {format_bytes(have)} of "
+            "memory available: it is damaged, or too large to load on this machine."
+        )
+
+
+def _gzip_errors():
+    import zlib
+
+    return (OSError, EOFError, zlib.error)
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (LeCun's MNIST format), gzipped or not.
 
     Layout: two zero bytes, a type code, the number of dimensions, one big-endian int32
-    per dimension, then the data in C order.
+    per dimension, then the data in C order. The header is read and checked first (sizes
+    against the file's, and against memory), and a gzipped file is decompressed only up
+    to the size the header promises.
 
     Raises:
-      ValueError: not an IDX file, an unknown type, or fewer bytes than the header says.
+      ValueError: not an IDX file, an unknown type, a header that does not fit the file,
+      or fewer or more bytes than the header says.
     """
     path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), so not an IDX file; download it again.")
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        f = gzip.GzipFile(fileobj=raw) if gz else raw
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+            return _read_idx_stream(path, f, size, gz)
+        except _gzip_errors() as e:
             raise ValueError(
                 f"{path} is a damaged gzip file ({e}); delete it and download again."
             ) from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+
+
+def _read_idx_stream(path: Path, f, size: int, gz: bool) -> np.ndarray:
+    head = f.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
         raise ValueError(f"{path} is not an IDX file (it must start with two zero bytes).")
-    code, ndim = raw[2], raw[3]
+    code, ndim = head[2], head[3]
     if code not in _IDX_TYPES:
         raise ValueError(f"{path}: unknown IDX type code 0x{code:02x}.")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path} is truncated: its header needs {header} bytes, has {len(raw)}.")
-    shape = tuple(int(d) for d in np.frombuffer(raw, ">i4", ndim, offset=4))
-    dtype = np.dtype(_IDX_TYPES[code])
-    need = header + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) != need:
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
         raise ValueError(
-            f"{path} is {'truncated' if len(raw) < need else 'too long'}: shape {shape} of "
-            f"{dtype} needs {need} bytes, the file has {len(raw)}. Delete it and download again."
+            f"{path} is truncated: its header needs {4 + 4 * ndim} bytes, has {4 + len(dims)}."
         )
-    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    shape = tuple(int(d) for d in np.frombuffer(dims, ">i4", ndim))
+    if any(d < 0 for d in shape):
+        raise ValueError(f"{path}: the header gives a negative dimension, shape {shape}.")
+    dtype = np.dtype(_IDX_TYPES[code])
+    need = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    header = 4 + 4 * ndim
+    if not gz and header + need != size:
+        raise ValueError(
+            f"{path} is {'truncated' if size < header + need else 'too long'}: shape {shape} "
+            f"of {dtype} needs {header + need} bytes, the file has {size}. Delete it and "
+            "download again."
+        )
+    check_claimed_size(f"{path} (IDX shape {shape})", need, size if gz else None)
+    body = f.read(need + 1)  # one byte more than promised tells "too long" apart
+    if len(body) != need:
+        raise ValueError(
+            f"{path} is {'truncated' if len(body) < need else 'too long'}: shape {shape} of "
+            f"{dtype} needs {header + need} bytes, the file has "
+            f"{header + len(body)}{'+' if len(body) > need else ''}. Delete it and download "
+            "again."
+        )
+    return np.frombuffer(body, dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _idx_dataset(name: str, folder: Path) -> Dataset:
@@ -326,8 +384,15 @@ def _idx_dataset(name: str, folder: Path) -> Dataset:
         return (x.astype(np.float32) / 255.0)[..., None]
 
     x_tr, x_te = images("train-images-idx3-ubyte.gz"), images("t10k-images-idx3-ubyte.gz")
-    y_tr = read_idx(folder / "train-labels-idx1-ubyte.gz").astype(np.int32)
-    y_te = read_idx(folder / "t10k-labels-idx1-ubyte.gz").astype(np.int32)
+
+    def labels(f):
+        y = read_idx(folder / f)
+        if y.ndim != 1:
+            raise ValueError(f"{folder / f}: expected labels (N,), got shape {y.shape}.")
+        return y.astype(np.int32)
+
+    y_tr = labels("train-labels-idx1-ubyte.gz")
+    y_te = labels("t10k-labels-idx1-ubyte.gz")
     for x, y, split in ((x_tr, y_tr, "train"), (x_te, y_te, "test")):
         if len(x) != len(y):
             raise ValueError(f"{name} {split}: {len(x)} images but {len(y)} labels in {folder}.")
@@ -386,13 +451,24 @@ def restricted_loads(data: bytes):
     return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
 
 
-def _cifar_batch(blob: bytes, label_key: bytes, where: str):
+class RefusedPickleError(pickle.UnpicklingError, ValueError):
+    """A CIFAR file's pickle asked for something a CIFAR batch never holds, or is not a
+    pickle at all; the message names the file. (A ValueError too: bad input, exit 2.)"""
+
+
+def _load_pickle(blob: bytes, where: str):
     try:
-        d = restricted_loads(blob)
-    except pickle.UnpicklingError:
-        raise
+        return restricted_loads(blob)
+    except pickle.UnpicklingError as e:
+        raise RefusedPickleError(f"{where}: {e}") from e
     except Exception as e:  # truncated or corrupt pickle data
-        raise ValueError(f"{where} is not a readable CIFAR batch ({type(e).__name__}: {e}).") from e
+        raise RefusedPickleError(
+            f"{where} is not a readable CIFAR pickle ({type(e).__name__}: {e})."
+        ) from e
+
+
+def _cifar_batch(blob: bytes, label_key: bytes, where: str):
+    d = _load_pickle(blob, where)
     if not isinstance(d, dict) or b"data" not in d or label_key not in d:
         raise ValueError(f"{where}: expected a dict with b'data' and {label_key!r}.")
     x = np.asarray(d[b"data"], np.uint8)
@@ -403,6 +479,10 @@ def _cifar_batch(blob: bytes, label_key: bytes, where: str):
     return x, y
 
 
+# CIFAR-100's training pickle, the largest file of either archive, is about 155 MB.
+CIFAR_MAX_MEMBER = 256 * 2**20
+
+
 def _read_cifar(name: str, archive: Path) -> Dataset:
     from dl.data.datasets import _as_dataset
 
@@ -410,19 +490,33 @@ def _read_cifar(name: str, archive: Path) -> Dataset:
     folder = "cifar-10-batches-py" if ten else "cifar-100-python"
     train_members = [f"data_batch_{i}" for i in range(1, 6)] if ten else ["train"]
     label_key = b"labels" if ten else b"fine_labels"
+    compressed = archive.stat().st_size
     try:
         with tarfile.open(archive, "r:gz") as tar:
 
             def member(m):
-                f = tar.extractfile(f"{folder}/{m}")
-                if f is None:
-                    raise ValueError(f"{archive}: {folder}/{m} is not a file.")
-                return f.read()
+                # Only regular files, of a size the archive can hold: never a link (which
+                # may point anywhere in the archive, or loop), nor a member whose header
+                # promises more than CIFAR holds; read no further than that size.
+                where = f"{archive}:{folder}/{m}"
+                info = tar.getmember(f"{folder}/{m}")
+                if not info.isfile():
+                    raise ValueError(f"{where} is not a regular file; a CIFAR archive holds files.")
+                if info.size > CIFAR_MAX_MEMBER:
+                    raise ValueError(
+                        f"{where} claims {format_bytes(info.size)}; no CIFAR file is larger "
+                        f"than {format_bytes(CIFAR_MAX_MEMBER)}. The archive is damaged or "
+                        "hostile: delete it and download again."
+                    )
+                check_claimed_size(where, info.size, compressed)
+                f = tar.extractfile(info)
+                return f.read(info.size)
 
             parts = [_cifar_batch(member(m), label_key, f"{archive}:{m}") for m in train_members]
             x_te, y_te = _cifar_batch(member("test"), label_key, f"{archive}:test")
-            meta = restricted_loads(member("batches.meta" if ten else "meta"))
-    except (tarfile.TarError, EOFError, OSError, KeyError) as e:
+            meta_name = "batches.meta" if ten else "meta"
+            meta = _load_pickle(member(meta_name), f"{archive}:{meta_name}")
+    except (tarfile.TarError, EOFError, OSError, KeyError, RecursionError) as e:
         raise ValueError(
             f"{archive} is not a complete {name} archive ({type(e).__name__}: {e}). Delete it "
             "and download again."
@@ -430,6 +524,11 @@ def _read_cifar(name: str, archive: Path) -> Dataset:
     x_tr = np.concatenate([p[0] for p in parts])
     y_tr = np.concatenate([p[1] for p in parts])
     names_key = b"label_names" if ten else b"fine_label_names"
+    if not isinstance(meta, dict) or not isinstance(meta.get(names_key, []), list | tuple):
+        raise ValueError(
+            f"{archive}:{meta_name} is not CIFAR's metadata: expected a dict with a list "
+            f"{names_key!r}, got {type(meta).__name__}."
+        )
     names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(names_key, []))
     return _as_dataset(name, x_tr, y_tr, x_te, y_te, names, f"{name} from {archive}")
 
@@ -467,27 +566,97 @@ def load_npz(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No .npz file at {path}.")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: np.asarray(f[k]) for k in keys if k in f.files}
-            stored = sorted(f.files)
-    except (OSError, EOFError, ValueError) as e:  # not a zip, damaged, or object arrays
-        raise ValueError(f"{path} is not a readable .npz file ({e}).") from e
-    missing = [k for k in keys if k not in arrays]
-    if missing:
-        raise ValueError(
-            f"{path} lacks {missing}; it has {stored}. Pass keys=(x_train, y_train, x_test, "
-            "y_test) naming its arrays."
-        )
+    arrays = _read_npz(path, keys)
     x_tr, y_tr, x_te, y_te = (arrays[k] for k in keys)
+    for x, k in ((x_tr, keys[0]), (x_te, keys[2])):
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+            raise ValueError(f"{path}: {k} must be numeric; got dtype {x.dtype}.")
+        if np.iscomplexobj(x):
+            raise ValueError(
+                f"{path}: {k} holds complex numbers ({x.dtype}); store real features (e.g. "
+                "the real and imaginary parts side by side)."
+            )
     for y, k in ((y_tr, keys[1]), (y_te, keys[3])):
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise ValueError(
                 f"{path}: {k} must be integer class labels (N,); got {y.dtype} {y.shape}."
             )
+        if len(y) and (y.min() < 0 or y.max() >= MAX_CLASSES):
+            raise ValueError(
+                f"{path}: {k} must hold class ids in [0, {MAX_CLASSES}); got values from "
+                f"{y.min()} to {y.max()}. Map the labels to 0..K-1 first."
+            )
+    if len(y_tr) == 0 or len(y_te) == 0:
+        raise ValueError(f"{path}: the training and test sets must not be empty.")
     x_tr, x_te = x_tr.astype(np.float32), x_te.astype(np.float32)
     k = int(max(y_tr.max(), y_te.max())) + 1
     return _as_dataset(
         name or path.stem, x_tr, y_tr.astype(np.int32), x_te, y_te.astype(np.int32),
         tuple(str(i) for i in range(k)), f"arrays from {path}",
     )  # fmt: skip
+
+
+# More classes than this is not a classification dataset dl can hold a name for each of.
+MAX_CLASSES = 2**20
+
+
+def _read_npz(path: Path, keys) -> dict[str, np.ndarray]:
+    """The named arrays of a .npz, each checked before it is read: a plain .npy member
+    (no pickled objects), whose header agrees with its size in the zip, of a size that
+    its compressed bytes and this machine's memory can hold."""
+    import zipfile
+
+    bad = f"{path} is not a readable .npz file"
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(
+            f"{bad} ({e}): it is truncated, damaged, or not a zip of .npy arrays (save one "
+            "with numpy.savez)."
+        ) from e
+    with zf:
+        members = {n.removesuffix(".npy"): n for n in zf.namelist()}
+        missing = [k for k in keys if k not in members]
+        if missing:
+            raise ValueError(
+                f"{path} lacks {missing}; it has {sorted(members)}. Pass keys=(x_train, "
+                "y_train, x_test, y_test) naming its arrays."
+            )
+        try:
+            return {k: _read_npy_member(zf, zf.getinfo(members[k]), path) for k in keys}
+        except (zipfile.BadZipFile, OSError, EOFError, *_gzip_errors()) as e:
+            raise ValueError(f"{bad}: a member is damaged ({type(e).__name__}: {e}).") from e
+
+
+def _read_npy_member(zf, info, path: Path) -> np.ndarray:
+    import zipfile
+
+    fmt = np.lib.format
+    where = f"{path}:{info.filename}"
+    with zf.open(info) as fp:
+        try:
+            version = fmt.read_magic(fp)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(fp)
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(fp)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+        except ValueError as e:
+            raise ValueError(f"{path} is not a readable .npz file: {where}: {e}.") from e
+        header = fp.tell()
+    if dtype.hasobject:
+        raise ValueError(
+            f"{path} is not a readable .npz file: {where} holds Python objects, which would "
+            "have to be unpickled; dl reads numeric arrays only."
+        )
+    nbytes = math.prod(shape) * dtype.itemsize
+    if info.file_size != header + nbytes:
+        raise ValueError(
+            f"{path} is not a readable .npz file: {where}'s header says {shape} of {dtype} "
+            f"({header + nbytes} bytes) but the member has {info.file_size}: it is damaged."
+        )
+    deflated = info.compress_type != zipfile.ZIP_STORED
+    check_claimed_size(where, nbytes, info.compress_size if deflated else None)
+    with zf.open(info) as fp:
+        return np.asarray(fmt.read_array(fp, allow_pickle=False))

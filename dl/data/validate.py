@@ -49,6 +49,13 @@ def check_arrays(
         raise ValueError(f"{name}: x and y must be array-like; could not convert ({e}).") from e
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise ValueError(f"{name}: x must be numeric; got dtype {x.dtype}.")
+    for arr, what in ((x, "x"), (y, "y")):
+        if np.iscomplexobj(arr):
+            raise ValueError(
+                f"{name}: {what} holds complex numbers (dtype {arr.dtype}), which would be cast "
+                "to real ones by dropping the imaginary part; pass .real, np.abs() or both as "
+                "real features."
+            )
     if x.ndim == 0 or len(x) == 0:
         raise ValueError(f"{name}: x is empty (shape {x.shape}); need at least one example.")
     if targets not in ("labels", "values"):
