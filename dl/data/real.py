@@ -516,7 +516,7 @@ def _read_cifar(name: str, archive: Path) -> Dataset:
             x_te, y_te = _cifar_batch(member("test"), label_key, f"{archive}:test")
             meta_name = "batches.meta" if ten else "meta"
             meta = _load_pickle(member(meta_name), f"{archive}:{meta_name}")
-    except (tarfile.TarError, EOFError, OSError, KeyError, RecursionError) as e:
+    except (tarfile.TarError, KeyError, RecursionError, *_gzip_errors()) as e:
         raise ValueError(
             f"{archive} is not a complete {name} archive ({type(e).__name__}: {e}). Delete it "
             "and download again."
