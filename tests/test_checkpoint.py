@@ -205,8 +205,17 @@ def test_checksum_catches_altered_bytes(tmp_path):
     meta = json.loads(meta_file.read_text())
     key = next(iter(meta["sha256"]))
     meta["sha256"][key] = "0" * 64
+    # An array's bytes that no longer match its recorded checksum (the metadata itself
+    # re-signed, so only the arrays' check can notice).
+    from dl.checkpoint import _meta_digest
+
+    meta["meta_sha256"] = _meta_digest(meta)
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="checksum mismatch"):
+        m.restore(state, step)
+    meta["epoch"] += 1  # now the metadata disagrees with its own checksum
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="metadata fails its checksum"):
         m.restore(state, step)
 
 
