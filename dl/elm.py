@@ -40,10 +40,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import threadpoolctl
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from dl._errors import (
     available_memory,
@@ -103,11 +105,16 @@ def init_hidden(
     if distribution not in DISTRIBUTIONS:
         raise unknown_name("weight distribution", distribution, DISTRIBUTIONS)
     in_dim, width = check_positive_int("in_dim", in_dim), check_positive_int("width", width)
+    w, b = _draw_hidden(key, in_dim, width, activation, distribution, scale)
+    return Hidden(np.asarray(w), np.asarray(b), activation)
+
+
+def _draw_hidden(key, in_dim: int, width: int, activation: str, distribution: str, scale):
+    """The hidden weights and biases (centres and gammas for "rbf"), pure: traceable."""
     kw, kb = jax.random.split(key)
     if activation == "rbf":
         centres = jax.random.normal(kw, (in_dim, width), jnp.float32)
-        gamma = jnp.full((width,), 1.0 / (2.0 * in_dim * scale**2), jnp.float32)
-        return Hidden(np.asarray(centres), np.asarray(gamma), activation)
+        return centres, jnp.full((width,), 1.0 / (2.0 * in_dim * scale**2), jnp.float32)
     if distribution == "normal":
         w = jax.random.normal(kw, (in_dim, width), jnp.float32) * (scale / np.sqrt(in_dim))
         b = jax.random.normal(kb, (width,), jnp.float32) * scale
@@ -115,7 +122,7 @@ def init_hidden(
         a = np.sqrt(3.0) * scale
         w = jax.random.uniform(kw, (in_dim, width), jnp.float32, -a, a) / np.sqrt(in_dim)
         b = jax.random.uniform(kb, (width,), jnp.float32, -a, a)
-    return Hidden(np.asarray(w), np.asarray(b), activation)
+    return w, b
 
 
 def _features(activation: str, w, b, x):
@@ -377,9 +384,9 @@ def _check_labels(y: np.ndarray) -> None:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(
-                f"y must hold class labels, but {int(bad.sum())} value(s) are not whole "
-                f"numbers (first y[{i}] = {y[i].item()!r}). For real-valued targets use "
-                "ELMRegressor."
+                f"y must hold class labels, but {int(bad.sum())} value(s) are continuous, "
+                f"not whole numbers (first y[{i}] = {y[i].item()!r}). For real-valued "
+                "targets use ELMRegressor."
             )
 
 
@@ -406,44 +413,31 @@ def _moments(x):
     return mean, jnp.sqrt(jnp.mean(jnp.square(x - mean), 0))
 
 
-class _ELMBase:
-    """Shared fit machinery; see ELMClassifier for the parameters."""
+class _ELMBase(BaseEstimator):
+    """Shared fit machinery; see ELMClassifier for the parameters.
 
-    def __init__(
-        self,
-        width: int = 1000,
-        ridge: float = 1e-3,
-        *,
-        activation: str = "sigmoid",
-        distribution: str = "normal",
-        scale: float = 1.0,
-        solver: str = "auto",
-        batch_size: int | None = None,
-        devices: int | None = None,
-        standardize: bool = True,
-        dtype: str = "float64",
-        seed: int = 0,
-    ):
-        self.width = check_positive_int("width", width)
-        if not ridge > 0:
-            raise ValueError(f"ridge must be > 0; got {ridge!r}.")
-        if solver not in ("auto", "primal", "dual"):
-            raise ValueError(f"solver must be 'auto', 'primal' or 'dual'; got {solver!r}.")
-        if solver == "dual" and batch_size is not None:
+    A scikit-learn estimator: the constructor stores its arguments as given, `fit`
+    validates them (so `clone`, `set_params` and grid searches work as for any
+    scikit-learn model)."""
+
+    def _validate_params(self) -> None:
+        check_positive_int("width", self.width)
+        if isinstance(self.ridge, bool) or not isinstance(self.ridge, int | float):
+            raise ValueError(f"ridge must be a positive number; got {self.ridge!r}.")
+        if not self.ridge > 0:
+            raise ValueError(f"ridge must be > 0; got {self.ridge!r}.")
+        if self.solver not in ("auto", "primal", "dual"):
+            raise ValueError(f"solver must be 'auto', 'primal' or 'dual'; got {self.solver!r}.")
+        if self.solver == "dual" and self.batch_size is not None:
             raise ValueError("The dual solve needs all of H at once; stream with solver='primal'.")
-        if batch_size is not None:
-            batch_size = check_positive_int("batch_size", batch_size)
-        check_seed(seed)
-        _check_dtype(dtype)
-        if activation not in ACTIVATIONS:
-            raise unknown_name("activation", activation, ACTIVATIONS)
-        self.ridge, self.activation, self.distribution = float(ridge), activation, distribution
-        self.scale, self.solver, self.batch_size = scale, solver, batch_size
-        self.devices, self.standardize, self.dtype, self.seed = devices, standardize, dtype, seed
-
-    def get_params(self) -> dict[str, Any]:
-        keys = ("width", "ridge", "activation", "distribution", "scale", "solver", "seed")
-        return {k: getattr(self, k) for k in keys}
+        if self.batch_size is not None:
+            check_positive_int("batch_size", self.batch_size)
+        check_seed(self.seed)
+        _check_dtype(self.dtype)
+        if self.activation not in ACTIVATIONS:
+            raise unknown_name("activation", self.activation, ACTIVATIONS)
+        if self.distribution not in DISTRIBUTIONS:
+            raise unknown_name("weight distribution", self.distribution, DISTRIBUTIONS)
 
     def _prepare(self, x, fit: bool) -> np.ndarray:
         if np.iscomplexobj(x):
@@ -467,11 +461,18 @@ class _ELMBase:
                 mean, std = np.zeros_like(mean), np.ones_like(std)
             self.mean_ = mean.astype(np.float32)
             self.std_ = np.where(std > 1e-8, std, 1.0).astype(np.float32)
-        elif x.shape[1] != self.mean_.shape[0]:
-            raise ValueError(
-                f"x has {x.shape[1]} features per example but the ELM was fitted on "
-                f"{self.mean_.shape[0]}."
-            )
+        else:
+            if x.shape[1] != self.mean_.shape[0]:
+                raise ValueError(
+                    f"X has {x.shape[1]} features, but {type(self).__name__} is expecting "
+                    f"{self.mean_.shape[0]} features as input (the number it was fitted on)."
+                )
+            bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+            if len(bad):
+                raise ValueError(
+                    f"x contains NaN or infinity in {len(bad)} example(s), first at index "
+                    f"{bad[0]}; clean the inputs before predicting."
+                )
         return (x - self.mean_) / self.std_
 
     def _stream_stats(self, x) -> None:
@@ -529,6 +530,7 @@ class _ELMBase:
     def _fit_targets(self, x, t) -> None:
         t0 = time.perf_counter()
         self._dim = int(np.prod(np.shape(x)[1:]))
+        self.n_features_in_ = self._dim
         self._check_memory(len(x), self._dim)
         if self.batch_size is not None:  # stream: never hold all of x in memory
             self._stream_stats(x)
@@ -571,63 +573,135 @@ class _ELMBase:
             self.beta_ = solve_primal(hth, htt, self.ridge, dtype=self.dtype)
         self.solver_ = solver
 
-    def decision_function(self, x) -> np.ndarray:
+    def _scores(self, x) -> np.ndarray:
         """H(x) beta: (N, K) scores (class scores or regression outputs)."""
         self._check_fitted()
-        h = hidden_features(self.hidden_, self._prepare(x, fit=False))
+        h = hidden_features(self.hidden_, self._prepare(_check_x(x), fit=False))
         return np.asarray(h, np.float64) @ self.beta_
 
 
-class ELMClassifier(_ELMBase):
-    """ELM classifier with the scikit-learn interface: fit(x, y) / predict(x) / score.
-
+_COMMON_DOC = """
     Args:
       width: hidden units L.
       ridge: the ridge (L2) penalty on the output weights (> 0).
       activation: "sigmoid", "tanh", "relu" or "rbf".
       distribution: "normal" or "uniform" hidden weights; `scale` their spread.
-      targets: "one_hot" (0/1) or "pm1" (+-1) class targets.
       solver: "primal" (L x L), "dual" (N x N) or "auto" (dual when L > N in memory).
       batch_size: stream the data in batches of this size (primal only).
       devices: split each batch over this many devices.
       standardize: standardise the features with the training mean and std.
       dtype: "float64" (default) or "float32" for the Gram matrices and the solve
         (faster; NaN weights from a too-small ridge raise an error).
-      seed: seed of the hidden layer: the same seed gives bitwise the same weights.
+      seed: seed of the hidden layer: the same seed gives bitwise the same weights."""
+
+
+class ELMClassifier(ClassifierMixin, _ELMBase):
+    """ELM classifier, a scikit-learn estimator (`fit`, `predict`, `predict_proba`,
+    `decision_function`, `score`; `clone`, pipelines and grid searches work). `targets`:
+    "one_hot" (0/1) or "pm1" (+-1) class targets. For the same pure computation under
+    `jax.jit` and `jax.vmap`, see `elm_fit` and `elm_apply`.
     """
 
-    def __init__(self, width: int = 1000, ridge: float = 1e-3, *, targets="one_hot", **kw):
-        super().__init__(width, ridge, **kw)
-        if targets not in ("one_hot", "pm1"):
-            raise ValueError(f"targets must be 'one_hot' or 'pm1'; got {targets!r}.")
-        self.targets = targets
+    def __init__(
+        self,
+        width: int = 1000,
+        ridge: float = 1e-3,
+        *,
+        targets: str = "one_hot",
+        activation: str = "sigmoid",
+        distribution: str = "normal",
+        scale: float = 1.0,
+        solver: str = "auto",
+        batch_size: int | None = None,
+        devices: int | None = None,
+        standardize: bool = True,
+        dtype: str = "float64",
+        seed: int = 0,
+    ):
+        self.width, self.ridge, self.targets = width, ridge, targets
+        self.activation, self.distribution, self.scale = activation, distribution, scale
+        self.solver, self.batch_size, self.devices = solver, batch_size, devices
+        self.standardize, self.dtype, self.seed = standardize, dtype, seed
 
     def fit(self, x, y) -> ELMClassifier:
+        self._validate_params()
+        _check_y_given(self, y)
+        if self.targets not in ("one_hot", "pm1"):
+            raise ValueError(f"targets must be 'one_hot' or 'pm1'; got {self.targets!r}.")
+        x = _check_x(x, streaming=self.batch_size is not None)
         y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:  # a column: warn as scikit-learn does
+            from sklearn.utils.validation import column_or_1d
+
+            y = column_or_1d(y, warn=True)
         if y.ndim != 1 or len(y) != len(x):
             raise ValueError(
-                f"y must hold one integer label per example, shape ({len(x)},); got {y.shape}."
+                f"y must hold one label per example, shape ({len(x)},); got {y.shape}."
             )
         _check_labels(y)
         self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"y holds only 1 class ({self.classes_.tolist()}); a classifier needs at least two."
+            )
         self._fit_targets(x, _targets(y, self.classes_, self.targets))
         return self
 
+    def decision_function(self, x) -> np.ndarray:
+        """The ridge scores: (N, K) for K > 2 classes; for two classes, as scikit-learn's
+        binary classifiers do, (N,) = score of classes_[1] minus that of classes_[0]."""
+        s = self._scores(x)
+        return s[:, 1] - s[:, 0] if len(self.classes_) == 2 else s
+
+    def predict_proba(self, x) -> np.ndarray:
+        """(N, K) class probabilities: a softmax of the ridge scores. The argmax is
+        `predict`'s; the values are not calibrated (wrap the model in scikit-learn's
+        `CalibratedClassifierCV` where calibrated probabilities matter)."""
+        s = self._scores(x)
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
     def predict(self, x) -> np.ndarray:
-        self._check_fitted()
-        return self.classes_[np.argmax(self.decision_function(x), axis=1)]
+        scores = self._scores(x)  # first: it checks that the model is fitted
+        return self.classes_[np.argmax(scores, axis=1)]
 
-    def score(self, x, y) -> float:
-        return float(np.mean(self.predict(x) == np.asarray(y)))
+    def score(self, x, y, sample_weight=None) -> float:
+        """Accuracy (scikit-learn's `ClassifierMixin.score`)."""
+        return float(super().score(x, y, sample_weight=sample_weight))
 
 
-class ELMRegressor(_ELMBase):
-    """ELM regressor (same parameters as ELMClassifier, without targets)."""
+class ELMRegressor(RegressorMixin, _ELMBase):
+    """ELM regressor, a scikit-learn estimator; the parameters of ELMClassifier but
+    `targets`. `score` is R^2."""
+
+    def __init__(
+        self,
+        width: int = 1000,
+        ridge: float = 1e-3,
+        *,
+        activation: str = "sigmoid",
+        distribution: str = "normal",
+        scale: float = 1.0,
+        solver: str = "auto",
+        batch_size: int | None = None,
+        devices: int | None = None,
+        standardize: bool = True,
+        dtype: str = "float64",
+        seed: int = 0,
+    ):
+        self.width, self.ridge = width, ridge
+        self.activation, self.distribution, self.scale = activation, distribution, scale
+        self.solver, self.batch_size, self.devices = solver, batch_size, devices
+        self.standardize, self.dtype, self.seed = standardize, dtype, seed
 
     def fit(self, x, y) -> ELMRegressor:
-        if np.iscomplexobj(y):
-            raise ValueError(f"y holds complex numbers (dtype {np.asarray(y).dtype}); pass .real.")
-        y = np.asarray(y, np.float32)
+        self._validate_params()
+        _check_y_given(self, y)
+        x = _check_x(x, streaming=self.batch_size is not None)
+        y = np.asarray(y)
+        if y.dtype.kind == "c":
+            raise ValueError(f"y holds complex numbers (dtype {y.dtype}); pass .real.")
+        y = y.astype(np.float32)
         if y.ndim == 0 or len(y) != len(x):
             raise ValueError(f"y must hold one target per example ({len(x)}); got shape {y.shape}.")
         bad = np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).all(axis=1))
@@ -641,14 +715,121 @@ class ELMRegressor(_ELMBase):
         return self
 
     def predict(self, x) -> np.ndarray:
-        out = self.decision_function(x)
+        out = self._scores(x)
         return out.reshape(len(out), *self.output_shape_)
 
-    def score(self, x, y) -> float:
-        """R^2 of the predictions."""
-        y = np.asarray(y, np.float64)
-        resid = np.sum((y - self.predict(x)) ** 2)
-        return float(1.0 - resid / np.sum((y - y.mean(0)) ** 2))
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # y of shape (N, outputs) is fitted jointly
+        return tags
+
+
+ELMClassifier.__doc__ += _COMMON_DOC
+ELMRegressor.__doc__ += _COMMON_DOC
+
+
+def _check_x(x, streaming: bool = False):
+    """x as an array scikit-learn would accept (sparse matrices and strings refused with
+    its messages); a memory map or other array-like being streamed is left as it is."""
+    if streaming:
+        return x
+    from sklearn.utils.validation import check_array
+
+    # Complex input is refused here too ("Complex data not supported").
+    return check_array(x, allow_nd=True, dtype=None, ensure_all_finite=False)
+
+
+def _check_y_given(estimator, y) -> None:
+    if y is None:
+        raise ValueError(
+            f"{type(estimator).__name__} requires y to be passed, but the target y is None."
+        )
+
+
+# ------------------------------------------------------------------ the functional core
+
+
+@flax.struct.dataclass
+class ELMParams:
+    """What `elm_fit` returns and `elm_apply` reads: a pytree (so it passes through
+    `jax.jit` and `jax.vmap`), with the activation as static metadata."""
+
+    mean: jax.Array  # (d,) feature means (zeros without standardisation)
+    std: jax.Array  # (d,) feature stds, 1 where a feature is constant
+    w: jax.Array  # (d, L) hidden weights (RBF centres)
+    b: jax.Array  # (L,) hidden biases (RBF gammas)
+    beta: jax.Array  # (L, K) output weights
+    activation: str = flax.struct.field(pytree_node=False, default="sigmoid")
+
+
+def elm_fit(
+    key: jax.Array,
+    x,
+    targets,
+    *,
+    width: int,
+    ridge: float,
+    activation: str = "sigmoid",
+    distribution: str = "normal",
+    scale: float = 1.0,
+    standardize: bool = True,
+) -> ELMParams:
+    """Fit an ELM as a pure function: usable under `jax.jit` (with `width` and the
+    names static) and `jax.vmap` over keys (many hidden layers at once).
+
+    `x` (N, ...) are the inputs, `targets` (N, K) what the output layer regresses onto
+    (one-hot rows for classes: `jax.nn.one_hot(y, K)`). The hidden layer drawn from
+    `key` is bitwise the one `ELMClassifier(seed=s)` draws from `jax.random.key(s)`;
+    with `jax_enable_x64` the moments and the ridge solve run in float64 as the
+XX without it they run in
+    float32 (the predictions agree, the weights to float32's precision of an
+    ill-conditioned solve). The solve is the primal (L x L) one, or the dual (N x N) one
+    when L > N, as the estimator's "auto".
+    """
+    if activation not in ACTIVATIONS:
+        raise unknown_name("activation", activation, ACTIVATIONS)
+    if distribution not in DISTRIBUTIONS:
+        raise unknown_name("weight distribution", distribution, DISTRIBUTIONS)
+    width = check_positive_int("width", width)
+    x = jnp.asarray(x, jnp.float32)
+    x = x.reshape(x.shape[0], -1)
+    t = jnp.asarray(targets, jnp.float32)
+    if t.ndim != 2 or t.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"targets must be (N, K) with N = {x.shape[0]} rows of x; got shape {t.shape}."
+        )
+    n, d = x.shape
+    # float64 where JAX has it (jax_enable_x64), as the estimator's moments and solve;
+    # float32 otherwise. The hidden features are float32 either way, as the estimator's.
+    wide = jax.dtypes.canonicalize_dtype(jnp.float64)
+    if standardize:
+        xw = x.astype(wide)
+        mean, std = xw.mean(0), xw.std(0)
+        mean, std = mean.astype(jnp.float32), jnp.where(std > 1e-8, std, 1.0).astype(jnp.float32)
+    else:
+        mean, std = jnp.zeros((d,), jnp.float32), jnp.ones((d,), jnp.float32)
+    w, b = _draw_hidden(key, d, width, activation, distribution, scale)
+    h = _features(activation, w, b, (x - mean) / std).astype(wide)
+    t = t.astype(wide)
+    if width > n:  # dual: beta = H^T (H H^T + ridge I)^-1 T
+        alpha = _cho_solve(h @ h.T + ridge * jnp.eye(n, dtype=wide), t)
+        beta = h.T @ alpha
+    else:  # primal: beta = (H^T H + ridge I)^-1 H^T T
+        beta = _cho_solve(h.T @ h + ridge * jnp.eye(width, dtype=wide), h.T @ t)
+    return ELMParams(mean=mean, std=std, w=w, b=b, beta=beta, activation=activation)
+
+
+def _cho_solve(a, rhs):
+    """a^-1 rhs for a symmetric positive definite `a` (the ridge keeps it so)."""
+    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a, lower=True), rhs)
+
+
+def elm_apply(params: ELMParams, x) -> jax.Array:
+    """(N, K) scores of the ELM `params` on `x` (argmax: the class); pure."""
+    x = jnp.asarray(x, jnp.float32)
+    x = (x.reshape(x.shape[0], -1) - params.mean) / params.std
+    h = _features(params.activation, params.w, params.b, x)
+    return h.astype(params.beta.dtype) @ params.beta
 
 
 def select(

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 import threadpoolctl
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dl import data, elm
 
@@ -122,18 +123,19 @@ def test_cross_validation_selects_width_and_ridge(digits_split):
 
 def test_bad_input_gets_clear_errors(digits_split):
     x, y, _ = digits_split
+    # scikit-learn's convention: the constructor stores, fit validates.
     with pytest.raises(ValueError, match="ridge must be > 0"):
-        elm.ELMClassifier(10, 0.0)
+        elm.ELMClassifier(10, 0.0).fit(x, y)
     with pytest.raises(ValueError, match="Unknown activation 'swish'"):
-        elm.ELMClassifier(10, activation="swish")
+        elm.ELMClassifier(10, activation="swish").fit(x, y)
     with pytest.raises(ValueError, match="stream with solver='primal'"):
-        elm.ELMClassifier(10, solver="dual", batch_size=10)
+        elm.ELMClassifier(10, solver="dual", batch_size=10).fit(x, y)
     model = elm.ELMClassifier(16).fit(x, y)
     with pytest.raises(
-        ValueError, match="has 10 features per example but the ELM was fitted on 64"
+        ValueError, match="X has 10 features, but ELMClassifier is expecting 64 features"
     ):
         model.predict(np.zeros((2, 10)))
-    with pytest.raises(ValueError, match=r"one integer label per example, shape \(1437,\)"):
+    with pytest.raises(ValueError, match=r"one label per example, shape \(1437,\)"):
         elm.ELMClassifier(16).fit(x, np.eye(10)[y])
 
 
@@ -265,3 +267,60 @@ def test_feature_statistics_are_numpy_float64_ones(digits_split):
     std = x.std(0, dtype=np.float64)
     np.testing.assert_allclose(model.mean_, x.mean(0, dtype=np.float64), rtol=1e-6)
     np.testing.assert_allclose(model.std_, np.where(std > 1e-8, std, 1.0), rtol=1e-6)
+
+
+# ------------------------------------------------------- scikit-learn and the pure core
+
+
+@parametrize_with_checks([elm.ELMClassifier(width=20), elm.ELMRegressor(width=20)])
+def test_scikit_learn_estimator_checks(estimator, check):
+    """Every check of scikit-learn's `check_estimator` applies and passes (none skipped;
+    the array-API check skips itself without SCIPY_ARRAY_API)."""
+    check(estimator)
+
+
+def test_elm_in_scikit_learn_tools(digits_split):
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y, ds = digits_split
+    xt, yt = ds.x_test.reshape(len(ds.x_test), -1), ds.y_test
+    m = elm.ELMClassifier(500, 1e-1, seed=2)
+    assert repr(m) == "ELMClassifier(ridge=0.1, seed=2, width=500)"
+    c = clone(m).set_params(width=300)
+    assert c.get_params()["width"] == 300 and m.width == 500
+    assert cross_val_score(m, x, y, cv=3).mean() > 0.94
+    grid = GridSearchCV(m, {"width": [100, 500], "ridge": [1e-2, 1e-1]}, cv=3).fit(x, y)
+    assert grid.best_params_["width"] == 500 and grid.score(xt, yt) > 0.95
+    pipe = make_pipeline(StandardScaler(), elm.ELMClassifier(500, 1e-1)).fit(x, y)
+    proba = pipe.predict_proba(xt)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+    assert (proba.argmax(1) == pipe.predict(xt)).all() and pipe.score(xt, yt) > 0.95
+
+
+def test_elm_fit_and_apply_are_pure_and_match_the_estimator(digits_split):
+    x, y, ds = digits_split
+    xt, yt = ds.x_test.reshape(len(ds.x_test), -1), ds.y_test
+    t = jax.nn.one_hot(y, 10)
+    fit = jax.jit(lambda k: elm.elm_fit(k, x, t, width=500, ridge=1e-1))
+    p = fit(jax.random.key(3))
+    est = elm.ELMClassifier(500, 1e-1, seed=3).fit(x, y)
+    np.testing.assert_array_equal(np.asarray(p.w), est.hidden_.weights)  # bitwise
+    pred = np.asarray(jax.jit(elm.elm_apply)(p, xt).argmax(1))
+    assert np.mean(pred == est.predict(xt)) > 0.99  # float32 solve: same predictions
+    with elm._x64():  # float64 solve: the estimator's weights
+        p64 = elm.elm_fit(jax.random.key(3), x, t, width=500, ridge=1e-1)
+        np.testing.assert_allclose(np.asarray(p64.beta), est.beta_, rtol=1e-4, atol=1e-5)
+    keys = jax.random.split(jax.random.key(0), 4)
+    many = jax.vmap(lambda k: elm.elm_fit(k, x, t, width=500, ridge=1e-1))(keys)
+    accs = jax.vmap(lambda q: (elm.elm_apply(q, xt).argmax(1) == yt).mean())(many)
+    assert accs.shape == (4,) and float(accs.min()) > 0.95
+    assert not np.allclose(many.w[0], many.w[1])  # one hidden layer per key
+    est_dual = elm.ELMClassifier(500, 1e-1, seed=3, solver="dual").fit(x[:200], y[:200])
+    with elm._x64():
+        dual = elm.elm_fit(jax.random.key(3), x[:200], t[:200], width=500, ridge=1e-1)
+        np.testing.assert_allclose(np.asarray(dual.beta), est_dual.beta_, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"targets must be \(N, K\)"):
+        elm.elm_fit(jax.random.key(0), x, y, width=10, ridge=1.0)

@@ -207,14 +207,14 @@ def test_elm_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match=r"width 1000000000000 .* needs about .* available"):
         elm.ELMClassifier(10**12).fit(x, y)
     with pytest.raises(ValueError, match="batch_size must be a positive integer; got 0"):
-        elm.ELMClassifier(batch_size=0)
+        elm.ELMClassifier(batch_size=0).fit(x, y)
     from sklearn.exceptions import NotFittedError
 
     with pytest.raises(NotFittedError, match="not fitted yet"):
         elm.ELMClassifier().predict(x)
     with pytest.raises(ValueError, match="NaN or infinite targets in 1 example.*index 2"):
         elm.ELMRegressor(8).fit(x, np.where(np.arange(40) == 2, np.nan, 1.0))
-    with pytest.raises(ValueError, match=r"not whole numbers \(first y\[0\] = 0.5\)"):
+    with pytest.raises(ValueError, match=r"continuous, not whole numbers \(first y\[0\] = 0.5\)"):
         elm.ELMClassifier(8).fit(x, y + 0.5)
     assert elm.ELMClassifier(8).fit(x, y.astype(float)).score(x, y) > 0.3  # 0.0, 1.0 are fine
 
