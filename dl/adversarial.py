@@ -17,11 +17,12 @@ import numpy as np
 import optax
 
 from dl.analysis import _variables
+from dl.models import mode_kwargs
 
 
 def _loss_grad(model: nn.Module, variables, x, y):
     def loss(xx):
-        logits = model.apply(variables, xx, train=False)
+        logits = model.apply(variables, xx, **mode_kwargs(model, False))
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
 
     return jax.grad(loss)(x)
@@ -104,7 +105,9 @@ def pgd(
         if best is None:
             best = adv
         else:
-            robust = np.asarray(model.apply(v, best, train=False).argmax(-1)) == np.asarray(y)
+            robust = np.asarray(
+                model.apply(v, best, **mode_kwargs(model, False)).argmax(-1)
+            ) == np.asarray(y)
             best = np.where(robust.reshape((-1,) + (1,) * (adv.ndim - 1)), adv, best)
     return best
 
@@ -143,7 +146,7 @@ def accuracy_under(
     perturbed inputs)."""
     x, y = np.asarray(x, np.float32), np.asarray(y)
     v = _variables(variables)
-    predict = jax.jit(lambda vv, xx: model.apply(vv, xx, train=False).argmax(-1))
+    predict = jax.jit(lambda vv, xx: model.apply(vv, xx, **mode_kwargs(model, False)).argmax(-1))
     advs, correct = [], 0
     for i in range(0, len(x), batch_size):
         adv = perturb(x[i : i + batch_size], y[i : i + batch_size])

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dl.models import mode_kwargs
 from dl.optim import freeze, param_labels  # noqa: F401  (re-exported: dl.analysis API)
 
 # ----------------------------------------------------------------------------- activations
@@ -97,9 +98,9 @@ def activations(
         _, mutated = model.apply(
             v,
             xb,
-            train=False,
             mutable=["intermediates"],
             capture_intermediates=capture,
+            **mode_kwargs(model, False),
         )
         return _flatten_collection(mutated.get("intermediates", {}))
 
@@ -321,7 +322,10 @@ def _gradient_fn(model: nn.Module, loss: str, jit: bool):
     def grads(variables, x, y):
         def objective(params):
             out, _ = model.apply(
-                {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+                {**variables, "params": params},
+                x,
+                mutable=["batch_stats"],
+                **mode_kwargs(model, True),
             )
             if loss == "mse":
                 return jnp.mean((out - y.reshape(out.shape)) ** 2)
@@ -610,7 +614,7 @@ def effective_receptive_field(
     x = jnp.asarray(x, jnp.float32)
 
     def centre_sum(xin):
-        _, mutated = model.apply(v, xin, train=False, mutable=["intermediates"])
+        _, mutated = model.apply(v, xin, mutable=["intermediates"], **mode_kwargs(model, False))
         acts = _flatten_collection(mutated.get("intermediates", {}))
         if layer not in acts:
             raise ValueError(f"Unknown layer {layer!r}; the model sows {sorted(acts)}.")

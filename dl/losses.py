@@ -56,8 +56,17 @@ LOSSES = {
 }
 
 
-def get_loss(name: str):
-    """Look up a per-example loss by name."""
-    if name not in LOSSES:
-        raise unknown_name("loss", name, LOSSES)
+def get_loss(name):
+    """A per-example loss: by name from `LOSSES`, or any callable
+    `(outputs, targets) -> per-example loss (B,)` (or per position, (B, T)), returned
+    as it is."""
+    if callable(name):
+        return name
+    if not isinstance(name, str) or name not in LOSSES:
+        raise unknown_name("loss", name, LOSSES, "Or pass a callable (outputs, targets) -> (B,).")
     return LOSSES[name]
+
+
+def loss_name(loss) -> str:
+    """A name for `loss` in metric keys: the registry name, or the callable's name."""
+    return loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)

@@ -25,9 +25,26 @@ def label_weights(mask: jax.Array, labels: jax.Array, shape: tuple[int, ...], lo
     """Per-position weights (B, ...) of shape `shape`: the example mask, and for integer
     labels, 0 where the label is `UNLABELLED` (semi-supervised node classification)."""
     m = expand_mask(mask, shape)
-    if loss == "cross_entropy":
+    if loss == "cross_entropy" or (callable(loss) and _integer(labels)):
         m = m * (labels.reshape(shape) >= 0)
     return m
+
+
+def _integer(labels) -> bool:
+    return jnp.issubdtype(labels.dtype, jnp.integer)
+
+
+def is_classification(loss, logits, labels) -> bool:
+    """Accuracy is reported for cross-entropy, and for a callable loss whose targets are
+    integer class ids, one per output row (outputs (B, ..., K), labels (B, ...))."""
+    if loss == "cross_entropy":
+        return True
+    return (
+        callable(loss)
+        and _integer(labels)
+        and logits.ndim == labels.ndim + 1
+        and logits.shape[:-1] == labels.shape
+    )
 
 
 def loss_and_accuracy(
@@ -65,11 +82,13 @@ def loss_and_accuracy(
         "count": jnp.sum(m > 0).astype(jnp.int32),
     }
     if aux:
-        out[f"{loss}_sum"] = out["loss_sum"]
+        from dl.losses import loss_name
+
+        out[f"{loss_name(loss)}_sum"] = out["loss_sum"]
         for name, value in aux.items():
             out[f"{name}_sum"] = jnp.sum(value.astype(jnp.float32) * m)
         out["loss_sum"] = out["loss_sum"] + sum(out[f"{name}_sum"] for name in aux)
-    if loss == "cross_entropy":
+    if is_classification(loss, logits, labels):
         hit = jnp.argmax(logits, axis=-1) == labels
         out["correct"] = jnp.sum(hit & (m.reshape(hit.shape) > 0)).astype(jnp.int32)
     elif loss == "binary_cross_entropy":

@@ -14,9 +14,12 @@ Compile them with `jax.jit` (or `dl.kernels.jit`), or let `dl.train.fit` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -28,7 +31,8 @@ from dl import kernels as kernels_lib
 from dl import metrics as metrics_lib
 from dl.data.batching import batches, gather_step
 from dl.data.validate import check_arrays
-from dl.losses import LOSSES, get_loss
+from dl.losses import get_loss
+from dl.models import MODE_ARGS, mode_arg, mode_kwargs
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -61,23 +65,69 @@ class TrainState:
     output_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
 
 
-def init_variables(model: nn.Module, root: jax.Array, x) -> tuple[dict[str, Any], jax.Array]:
+def init_variables(
+    model: nn.Module, root: jax.Array, x, rngs: Sequence[str] = ()
+) -> tuple[dict[str, Any], jax.Array]:
     """`model`'s variables for a run whose root key is `root`, and the run's own key (the
     key of step t is `fold_in(run_key, t)`): the one convention by which `create_state`,
     `dl.train.train_seeds` and the experiments turn a seed into a network, so the same
-    seed gives the same network everywhere. Pure: works under jit and vmap."""
+    seed gives the same network everywhere. `rngs` names random streams besides
+    "params" and "dropout" that the module draws from (`self.make_rng(name)`). Pure:
+    works under jit and vmap."""
     init_key, dropout_key, run_key = jax.random.split(root, 3)
-    return model.init({"params": init_key, "dropout": dropout_key}, x, train=False), run_key
+    keys = {"params": init_key, **rng_streams(dropout_key, ("dropout", *rngs))}
+    return model.init(keys, x, **mode_kwargs(model, False)), run_key
 
 
-def check_model(model: nn.Module, input_shape, input_dtype: str = "float32"):
+DEFAULT_RNGS = ("dropout", "noise")
+
+
+def rng_streams(key: jax.Array, names: Sequence[str]) -> dict[str, jax.Array]:
+    """One key per named random stream, all from `key`: "dropout" is `key` itself and
+    "noise" (input corruption, a VAE's sample) `fold_in(key, 1)`, as they always were;
+    any other name gets `fold_in(key, 2 + its position in names)`."""
+    out = {}
+    for i, name in enumerate(dict.fromkeys(names)):
+        if name == "dropout":
+            out[name] = key
+        elif name == "noise":
+            out[name] = jax.random.fold_in(key, 1)
+        else:
+            out[name] = jax.random.fold_in(key, 2 + i)
+    return out
+
+
+def _check_rngs(rngs) -> tuple[str, ...]:
+    if isinstance(rngs, str) or not all(isinstance(n, str) and n for n in rngs):
+        raise ValueError(
+            f'rngs must be a sequence of stream names such as ("dropout", "augment"); got {rngs!r}.'
+        )
+    if "params" in rngs:
+        raise ValueError('rngs names the streams used in training; "params" is init\'s own.')
+    return tuple(rngs)
+
+
+def check_model(
+    model: nn.Module, input_shape, input_dtype: str = "float32", rngs: Sequence[str] = ()
+):
     """Build `model` for inputs of `input_shape` abstractly (shapes only, no compilation)
     and return its output's shape and dtype; a model that cannot be built (a wrong input
     shape, a bad field such as a zero width) raises ValueError naming both."""
-    return _check_model(model, input_shape, input_dtype, jax.random.key(0))[0]
+    return _check_model(model, input_shape, input_dtype, jax.random.key(0), rngs)[0]
 
 
-def _check_model(model, input_shape, input_dtype, root):
+def _eval_rngs(names: Sequence[str] = ()) -> dict[str, jax.Array]:
+    """Evaluation's random streams: fixed keys, so that evaluating the same state twice
+    gives the same numbers ("noise", e.g. the VAE's latent sample, from key 0)."""
+    base = jax.random.key(_EVAL_NOISE_SEED)
+    out = {"noise": base}
+    for i, name in enumerate(n for n in names if n not in ("noise", "dropout")):
+        out[name] = jax.random.fold_in(base, 2 + i)
+    return out
+
+
+def _check_model(model, input_shape, input_dtype, root, rngs=()):
+    rngs = _check_rngs(rngs)
     try:
         input_shape = tuple(int(d) for d in input_shape)
     except TypeError:
@@ -91,21 +141,31 @@ def _check_model(model, input_shape, input_dtype, root):
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.dtype(input_dtype))
     try:
         # Shape first: a wrong input shape fails here, cheaply, before any compilation.
-        abstract = jax.eval_shape(lambda r, x: init_variables(model, r, x)[0], root, x)
-        out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), abstract, x)
-    except (ValueError, TypeError, ZeroDivisionError, IndexError) as e:
+        abstract = jax.eval_shape(lambda r, x: init_variables(model, r, x, rngs)[0], root, x)
+        apply = functools.partial(model.apply, **mode_kwargs(model, False))
+        out = jax.eval_shape(lambda v, x: apply(v, x, rngs=_eval_rngs(rngs)), abstract, x)
+    except (ValueError, TypeError, ZeroDivisionError, IndexError, flax.errors.FlaxError) as e:
         # A module's own checks raise ValueError; a bad field (widths=(0,), a tuple where
         # a number belongs) surfaces from Flax or jax.numpy as one of the others.
         raise ValueError(
             f"Could not build {type(model).__name__} ({_fields(model)}) for inputs of shape "
-            f"{input_shape}: {type(e).__name__}: {e}"
+            f"{input_shape}: {type(e).__name__}: {e}{_how_called(model)}"
         ) from e
     return out, input_shape
 
 
-def _fields(model) -> str:
-    import dataclasses
+def _how_called(model) -> str:
+    """What dl passes to a module whose `__call__` takes no train flag (for errors)."""
+    if mode_arg(type(model)) is not None:
+        return ""
+    return (
+        f". Note: {type(model).__name__}.__call__ takes none of {', '.join(MODE_ARGS)}, so "
+        "dl calls it with the inputs alone, in training and evaluation alike; a module "
+        "that behaves differently in training (dropout, batch norm) should take one of them."
+    )
 
+
+def _fields(model) -> str:
     names = [f.name for f in dataclasses.fields(model) if f.name not in ("parent", "name")]
     return ", ".join(f"{n}={getattr(model, n)!r}" for n in names)
 
@@ -118,24 +178,28 @@ def create_state(
     seed: int = 0,
     key: jax.Array | None = None,
     input_dtype: str = "float32",
+    rngs: Sequence[str] = (),
 ) -> TrainState:
     """Initialise parameters, batch statistics and optimizer state.
 
     Args:
-      model: a Linen module called as `model(x, train=...)`.
+      model: a Linen module, called as `model(x, train=...)` (or `training=`, or
+        `deterministic=` inverted, or with the inputs alone: `dl.models.mode_kwargs`).
       tx: an optax transformation (e.g. from `dl.optim.make_optimizer`).
       input_shape: the per-example input shape, e.g. `dataset.input_shape`.
       seed: seed of the root key (ignored when `key` is given).
       key: a `jax.random.key` to use instead of `seed`.
       input_dtype: "float32" for numbers, "int32" for token ids (`dataset.input_dtype`).
+      rngs: random streams the module draws from besides "params" and "dropout" (e.g.
+        ("augment",)), as passed to `make_train_step`.
 
     Returns:
       A `TrainState` at step 0.
     """
     root = jax.random.key(seed) if key is None else key
-    out, input_shape = _check_model(model, input_shape, input_dtype, root)
+    out, input_shape = _check_model(model, input_shape, input_dtype, root, rngs)
     x = jnp.zeros((1, *input_shape), input_dtype)
-    variables = jax.jit(lambda r: init_variables(model, r, x)[0])(root)
+    variables = jax.jit(lambda r: init_variables(model, r, x, rngs)[0])(root)
     run_key = jax.random.split(root, 3)[2]
     params = variables["params"]
     return TrainState(
@@ -211,7 +275,9 @@ def _apply(model, params, batch_stats, x, *, train: bool, rngs=None, compute_dty
         variables["batch_stats"] = batch_stats
         if train:
             mutable.append("batch_stats")
-    out, mutated = model.apply(variables, x, train=train, rngs=rngs, mutable=mutable)
+    out, mutated = model.apply(
+        variables, x, rngs=rngs, mutable=mutable, **mode_kwargs(model, train)
+    )
     aux = {name: sum(values) for name, values in mutated.get("losses", {}).items()}
     new_stats = mutated.get("batch_stats", batch_stats)
     if mixed:
@@ -225,9 +291,8 @@ def _apply(model, params, batch_stats, x, *, train: bool, rngs=None, compute_dty
 _EVAL_NOISE_SEED = 0
 
 
-def _check_loss(loss: str) -> None:
-    if loss not in LOSSES:
-        get_loss(loss)  # raises the standard unknown-name error
+def _check_loss(loss) -> None:
+    get_loss(loss)  # a name from LOSSES or a callable; else the standard error
 
 
 def make_train_step(
@@ -240,6 +305,7 @@ def make_train_step(
     skip_nonfinite: bool = False,
     compute_dtype: str | None = None,
     axis_name: str | None = None,
+    rngs: Sequence[str] = DEFAULT_RNGS,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Build the pure train step `(state, batch) -> (state, metrics)`.
 
@@ -254,9 +320,12 @@ def make_train_step(
     them as "skipped" in the metrics (so `fit` goes on).
 
     Args:
-      model: the Linen module.
+      model: the Linen module (see `create_state` for how it is called).
       tx: the optax transformation the state was created with.
-      loss: "cross_entropy" (integer labels), "mse" or "binary_cross_entropy".
+      loss: "cross_entropy" (integer labels), "mse", "binary_cross_entropy", or any
+        callable `(outputs, targets) -> per-example loss (B,)` (or per position (B, T)).
+        Accuracy is reported for cross-entropy and for a callable whose targets are
+        integer class ids, one per row of outputs.
       label_smoothing: for cross-entropy only.
       augment: optional pure `(key, x) -> x` applied to the batch inside the step
         (e.g. `dl.data.random_shift`).
@@ -267,13 +336,16 @@ def make_train_step(
       axis_name: the pmap axis to sum gradients, counts and metrics over (as in Flax's
         ImageNet example); None under `jax.jit` with or without shardings. The "pmap"
         strategy of `dl.parallel` needs `dl.parallel.DATA_AXIS`.
+      rngs: the random streams the module draws from in training, each with its own
+        key per step (`rng_streams`); add yours, e.g. ("dropout", "augment").
 
     Returns:
       train_step(state, batch) with batch {"x", "y", "mask"?}; the loss is the mean over
       examples with mask 1; metrics are sums (`loss_sum`, `correct`, `count`,
-      `nonfinite`, `skipped`) and `first_nonfinite_step`.
+      `nonfinite`, `skipped`) and `first_nonfinite_step` (`METRICS_CONTRACT`).
     """
     _check_loss(loss)
+    rngs = _check_rngs(rngs)
     _check_compute_dtype(compute_dtype)
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing!r}.")
@@ -291,19 +363,18 @@ def make_train_step(
         if axis_name is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))  # own noise per device
         aug_key, dropout_key = jax.random.split(key)
-        noise_key = jax.random.fold_in(dropout_key, 1)  # input corruption, VAE samples
+        streams = rng_streams(dropout_key, rngs)  # "noise": input corruption, VAE samples
         if augment is not None:
             x = augment(aug_key, x)
 
         def objective(params):
-            rngs = {"dropout": dropout_key, "noise": noise_key}
             logits, new_stats, aux = _apply(
                 model,
                 params,
                 state.batch_stats,
                 x,
                 train=True,
-                rngs=rngs,
+                rngs=streams,
                 compute_dtype=compute_dtype,
             )
             per_ex = per_example(logits, y)  # (B,) or (B, T) with one label per step
@@ -343,6 +414,43 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
+
+
+def make_steps(
+    model: nn.Module, tx: optax.GradientTransformation, **kwargs
+) -> tuple[Callable, Callable]:
+    """The train and eval steps of one configuration: `make_train_step(model, tx,
+    **kwargs)` and the `make_eval_step` with the same loss, compute dtype, pmap axis and
+    random streams, so the loss is named once."""
+    shared = {k: kwargs[k] for k in ("loss", "compute_dtype", "axis_name", "rngs") if k in kwargs}
+    return make_train_step(model, tx, **kwargs), make_eval_step(model, **shared)
+
+
+METRICS_CONTRACT = """\
+A train step for `dl.train.fit` is a pure `(state, batch) -> (state, metrics)` where
+`batch` is {"x", "y", "mask"} and `metrics` is a dict of SUMS over the batch's examples
+with mask 1, so that `fit` can add them up over an epoch and divide once:
+  "loss_sum"  the summed per-example loss            (required)
+  "count"     the number of examples counted, int32  (required)
+  "correct"   the number classified right, int32     (optional: reported as accuracy)
+  "<term>_sum" any other summed term                 (optional: reported as <term>)
+`dl.metrics.loss_and_accuracy(outputs, y, per_example_loss, mask)` builds them."""
+
+
+def check_metrics(metrics: Mapping[str, Any]) -> None:
+    """Refuse, naming the contract, a step's metrics that `fit` cannot sum over an
+    epoch: plain per-batch means such as {"loss": ..., "accuracy": ...}."""
+    if not isinstance(metrics, Mapping):
+        raise ValueError(
+            f"The train step returned {type(metrics).__name__} as its metrics.\n" + METRICS_CONTRACT
+        )
+    missing = [k for k in ("loss_sum", "count") if k not in metrics]
+    if missing:
+        hint = " (means per batch cannot be summed over an epoch)" if "loss" in metrics else ""
+        raise ValueError(
+            f"The train step's metrics lack {missing}; they have {sorted(metrics)}{hint}.\n"
+            + METRICS_CONTRACT
+        )
 
 
 def make_train_loop(
@@ -390,7 +498,9 @@ def make_train_loop(
 def zero_metrics(train_step: Callable, state: TrainState, batch: Batch) -> Metrics:
     """The identity of `dl.metrics.add` for `train_step`'s metrics: zeros, and
     `dl.metrics.NO_STEP` for the keys combined by minimum."""
-    return _zero_metrics(jax.eval_shape(train_step, state, batch)[1])
+    shapes = jax.eval_shape(train_step, state, batch)[1]
+    check_metrics(shapes)
+    return _zero_metrics(shapes)
 
 
 def _zero_metrics(shapes) -> Metrics:
@@ -410,29 +520,39 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def _per_position_loss(loss: str, logits, y, label_smoothing: float = 0.0):
+def _per_position_loss(loss, logits, y, label_smoothing: float = 0.0):
     """The loss per example or position; unlabelled positions (label -1) get a finite
     placeholder here and weight 0 from `dl.metrics.label_weights`."""
     if loss == "cross_entropy":
         return get_loss(loss)(logits, jnp.maximum(y, 0), label_smoothing)
-    return get_loss(loss)(logits, y)
+    out = get_loss(loss)(logits, y)
+    if callable(loss) and (not hasattr(out, "shape") or out.shape[:1] != y.shape[:1]):
+        raise ValueError(
+            f"loss {getattr(loss, '__name__', loss)!r} must return one value per example "
+            f"(shape ({y.shape[0]},), or per position), not a mean; it returned shape "
+            f"{getattr(out, 'shape', type(out).__name__)}."
+        )
+    return out
 
 
 def make_eval_step(
     model: nn.Module,
     *,
-    loss: str = "cross_entropy",
+    loss="cross_entropy",
     compute_dtype: str | None = None,
     axis_name: str | None = None,
+    rngs: Sequence[str] = DEFAULT_RNGS,
 ) -> Callable[[TrainState, Batch], Metrics]:
     """Build the pure eval step `(state, batch) -> metrics` (inference mode, summed
-    metrics); `compute_dtype` and `axis_name` as in `make_train_step`."""
+    metrics); `loss`, `compute_dtype`, `axis_name` and `rngs` as in `make_train_step`
+    (`make_steps` builds both from one set of arguments)."""
     _check_loss(loss)
     _check_compute_dtype(compute_dtype)
+    names = _check_rngs(rngs)
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         x, y, mask = _unpack(state, batch)
-        rngs = {"noise": jax.random.key(_EVAL_NOISE_SEED)}
+        rngs = _eval_rngs(names)
         logits, _, aux = _apply(
             model,
             state.params,

@@ -32,17 +32,21 @@ from dl.checkpoint import CheckpointManager
 from dl.data.augment import AUGMENTATIONS
 from dl.data.batching import batches, num_batches
 from dl.data.validate import check_arrays
-from dl.models import DCGAN, ResNet, ViT
+from dl.models import DCGAN, ResNet, ViT, mode_kwargs
 from dl.optim import OptimizerConfig, freeze, make_optimizer
 from dl.parallel import TrainCalls, get_strategy
 from dl.step import (  # noqa: F401  (re-exported: dl.train is the documented home)
     COMPUTE_DTYPES,
+    DEFAULT_RNGS,
+    METRICS_CONTRACT,
     Batch,
     Metrics,
     TrainState,
+    check_metrics,
     create_state,
     init_variables,
     make_eval_step,
+    make_steps,
     make_train_loop,
     make_train_step,
     predict,
@@ -682,8 +686,9 @@ class FitConfig:
       epochs, batch_size: training length and global batch size.
       optimizer: an `OptimizerConfig` (`dl.optim`); the default is Adam at 1e-3 with a
         warmup-cosine schedule.
-      loss, label_smoothing, augment, skip_nonfinite, compute_dtype: as in
-        `make_train_step` (`augment` by name from `dl.data.AUGMENTATIONS`).
+      loss, label_smoothing, augment, skip_nonfinite, compute_dtype, rngs: as in
+        `make_train_step` (`augment` by name from `dl.data.AUGMENTATIONS`; `loss` a
+        name or a callable `(outputs, targets) -> per-example loss`).
       seed: seed of initialisation, dropout, augmentation and data order.
       eval_every, steps_per_call, kernels: as in `fit`.
     """
@@ -693,7 +698,7 @@ class FitConfig:
     optimizer: OptimizerConfig = dataclasses.field(
         default_factory=lambda: OptimizerConfig(schedule="warmup_cosine")
     )
-    loss: str = "cross_entropy"
+    loss: str | Callable = "cross_entropy"
     label_smoothing: float = 0.0
     augment: str = "none"
     skip_nonfinite: bool = False
@@ -702,6 +707,7 @@ class FitConfig:
     eval_every: int = 1
     steps_per_call: int = 1
     kernels: str = "xla"
+    rngs: tuple[str, ...] = DEFAULT_RNGS
 
 
 def train(
@@ -746,7 +752,9 @@ def train(
         )
     steps = num_batches(len(x), config.batch_size) * config.epochs
     tx = make_optimizer(config.optimizer, steps)
-    state = create_state(model, tx, np.shape(x)[1:], seed=config.seed, input_dtype=input_dtype)
+    state = create_state(
+        model, tx, np.shape(x)[1:], seed=config.seed, input_dtype=input_dtype, rngs=config.rngs
+    )
     if params is not None or frozen is not None:
         unknown = (set(params or {}) | set(frozen or ())) - set(state.params)
         if unknown:
@@ -762,7 +770,9 @@ def train(
         state = state.replace(params=merged, opt_state=tx.init(merged))
     train_step, eval_step = _steps(model, tx, config, axis_name)
     fit_kwargs.setdefault("seed", config.seed)
-    fit_kwargs.setdefault("targets", "labels" if config.loss == "cross_entropy" else "values")
+    # A callable loss says nothing about its targets: fit infers them from y.
+    if isinstance(config.loss, str):
+        fit_kwargs.setdefault("targets", "labels" if config.loss == "cross_entropy" else "values")
     return fit(
         state,
         train_step,
@@ -779,7 +789,12 @@ def train(
 
 def _steps(model, tx, config: FitConfig, axis_name: str | None = None):
     """The pure train and eval steps that `config` describes."""
-    step_kw = dict(loss=config.loss, compute_dtype=config.compute_dtype, axis_name=axis_name)
+    step_kw = dict(
+        loss=config.loss,
+        compute_dtype=config.compute_dtype,
+        axis_name=axis_name,
+        rngs=config.rngs,
+    )
     train_step = make_train_step(
         model,
         tx,
@@ -827,7 +842,7 @@ class SeedsResult:
                 v = {"params": st.params}
                 if st.batch_stats:
                     v["batch_stats"] = st.batch_stats
-                return model.apply(v, xb, train=False)
+                return model.apply(v, xb, **mode_kwargs(model, False))
 
             return jax.vmap(one)(states)
 
@@ -939,7 +954,9 @@ def train_seeds(
     batch = min(config.batch_size, n)
     steps = n // batch
     opt = make_optimizer(config.optimizer, steps * config.epochs)
-    first = create_state(model, opt, x.shape[2:], seed=seeds[0], input_dtype=input_dtype)
+    first = create_state(
+        model, opt, x.shape[2:], seed=seeds[0], input_dtype=input_dtype, rngs=config.rngs
+    )
     given = dict(params or {})
     unknown = sorted((set(given) | set(frozen)) - set(first.params))
     if unknown:
@@ -957,7 +974,7 @@ def train_seeds(
 
     def init(seed, scale, i):
         x0 = jax.numpy.zeros((1, *x.shape[2:]), input_dtype)
-        v, run_key = init_variables(model, jax.random.key(seed), x0)
+        v, run_key = init_variables(model, jax.random.key(seed), x0, config.rngs)
         mine = jax.tree.map(lambda a: a[i], given) if per_seed_params else given
         p = {**v["params"], **mine}
         opt_state = tx.init(p)

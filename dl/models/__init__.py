@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -171,3 +172,33 @@ __all__ = [
     "generate",
     "get_model",
 ]
+
+
+MODE_ARGS = ("train", "training", "deterministic")
+
+
+@functools.cache
+def mode_arg(cls: type) -> str | None:
+    """Which of `MODE_ARGS` a module class's `__call__` takes (the first found), "train"
+    when it takes **kwargs, None when it takes none of them."""
+    try:
+        params = inspect.signature(cls.__call__).parameters
+    except (TypeError, ValueError):
+        return None
+    for name in MODE_ARGS:
+        if name in params:
+            return name
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return "train"
+    return None
+
+
+def mode_kwargs(model, train: bool) -> dict[str, bool]:
+    """The keyword that tells `model` whether it is training, as its `__call__` spells
+    it: {"train": train}, {"training": train}, {"deterministic": not train}, or {} for a
+    module that takes none of them (Flax's tutorial CNN, `__call__(self, x)`), which dl
+    then calls with the inputs alone in training and in evaluation alike."""
+    name = mode_arg(type(model))
+    if name is None:
+        return {}
+    return {name: (not train) if name == "deterministic" else train}
