@@ -32,7 +32,7 @@ from dl import metrics as metrics_lib
 from dl.data.batching import batches, gather_step
 from dl.data.validate import check_arrays
 from dl.losses import get_loss
-from dl.models import MODE_ARGS, mode_arg, mode_kwargs
+from dl.models import MODE_ARGS, adapt, mode_arg, mode_kwargs
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -74,6 +74,7 @@ def init_variables(
     seed gives the same network everywhere. `rngs` names random streams besides
     "params" and "dropout" that the module draws from (`self.make_rng(name)`). Pure:
     works under jit and vmap."""
+    model = adapt(model)
     init_key, dropout_key, run_key = jax.random.split(root, 3)
     keys = {"params": init_key, **rng_streams(dropout_key, ("dropout", *rngs))}
     return model.init(keys, x, **mode_kwargs(model, False)), run_key
@@ -127,6 +128,7 @@ def _eval_rngs(names: Sequence[str] = ()) -> dict[str, jax.Array]:
 
 
 def _check_model(model, input_shape, input_dtype, root, rngs=()):
+    model = adapt(model)
     rngs = _check_rngs(rngs)
     try:
         input_shape = tuple(int(d) for d in input_shape)
@@ -166,6 +168,8 @@ def _how_called(model) -> str:
 
 
 def _fields(model) -> str:
+    if not dataclasses.is_dataclass(model):
+        return repr(model)
     names = [f.name for f in dataclasses.fields(model) if f.name not in ("parent", "name")]
     return ", ".join(f"{n}={getattr(model, n)!r}" for n in names)
 
@@ -346,6 +350,7 @@ def make_train_step(
     """
     _check_loss(loss)
     rngs = _check_rngs(rngs)
+    model = adapt(model)
     _check_compute_dtype(compute_dtype)
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing!r}.")
@@ -549,6 +554,7 @@ def make_eval_step(
     _check_loss(loss)
     _check_compute_dtype(compute_dtype)
     names = _check_rngs(rngs)
+    model = adapt(model)
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         x, y, mask = _unpack(state, batch)
@@ -576,6 +582,7 @@ def predict(
 ) -> np.ndarray:
     """Model outputs (logits) for inputs `x`, in inference mode, as a numpy array;
     `kernels` picks the compiler options (`dl.kernels.jit`)."""
+    model = adapt(model)
     x, _ = check_arrays(
         x,
         np.zeros(len(x), np.int32),

@@ -202,3 +202,11 @@ def mode_kwargs(model, train: bool) -> dict[str, bool]:
     if name is None:
         return {}
     return {name: (not train) if name == "deterministic" else train}
+
+
+def adapt(model):
+    """`model` as dl's steps call it: a Flax NNX module behind `FromNNX` (Linen's
+    init/apply over its split state), a Linen module as it is."""
+    from dl.models.nnx_bridge import FromNNX, is_nnx
+
+    return FromNNX(model) if is_nnx(model) else model
