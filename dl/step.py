@@ -435,10 +435,11 @@ METRICS_CONTRACT = """\
 A train step for `dl.train.fit` is a pure `(state, batch) -> (state, metrics)` where
 `batch` is {"x", "y", "mask"} and `metrics` is a dict of SUMS over the batch's examples
 with mask 1, so that `fit` can add them up over an epoch and divide once:
-  "loss_sum"  the summed per-example loss            (required)
   "count"     the number of examples counted, int32  (required)
-  "correct"   the number classified right, int32     (optional: reported as accuracy)
-  "<term>_sum" any other summed term                 (optional: reported as <term>)
+  "loss_sum"  the summed per-example loss            (reported as loss)
+  "correct"   the number classified right, int32     (reported as accuracy)
+  "<term>_sum" any other summed term                 (reported as <term>, e.g. a GAN's
+                                                      d_loss_sum and g_loss_sum)
 `dl.metrics.loss_and_accuracy(outputs, y, per_example_loss, mask)` builds them."""
 
 
@@ -449,12 +450,12 @@ def check_metrics(metrics: Mapping[str, Any]) -> None:
         raise ValueError(
             f"The train step returned {type(metrics).__name__} as its metrics.\n" + METRICS_CONTRACT
         )
-    missing = [k for k in ("loss_sum", "count") if k not in metrics]
-    if missing:
-        hint = " (means per batch cannot be summed over an epoch)" if "loss" in metrics else ""
+    means = [k for k in ("loss", "accuracy") if k in metrics and f"{k}_sum" not in metrics]
+    if "count" not in metrics or (means and "loss_sum" not in metrics):
+        hint = f" ({means}: means per batch cannot be summed over an epoch)" if means else ""
         raise ValueError(
-            f"The train step's metrics lack {missing}; they have {sorted(metrics)}{hint}.\n"
-            + METRICS_CONTRACT
+            f"The train step's metrics lack a 'count' or 'loss_sum'; they have "
+            f"{sorted(metrics)}{hint}.\n" + METRICS_CONTRACT
         )
 
 
