@@ -203,8 +203,7 @@ def create_state(
     root = jax.random.key(seed) if key is None else key
     out, input_shape = _check_model(model, input_shape, input_dtype, root, rngs)
     x = jnp.zeros((1, *input_shape), input_dtype)
-    variables = jax.jit(lambda r: init_variables(model, r, x, rngs)[0])(root)
-    run_key = jax.random.split(root, 3)[2]
+    variables, run_key = jax.jit(lambda r: init_variables(model, r, x, rngs))(root)
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),

@@ -32,7 +32,7 @@ from dl.checkpoint import CheckpointManager
 from dl.data.augment import AUGMENTATIONS
 from dl.data.batching import batches, num_batches
 from dl.data.validate import check_arrays
-from dl.models import DCGAN, ResNet, ViT, mode_kwargs
+from dl.models import DCGAN, ResNet, ViT, adapt, mode_kwargs
 from dl.optim import OptimizerConfig, freeze, make_optimizer
 from dl.parallel import TrainCalls, get_strategy
 from dl.step import (  # noqa: F401  (re-exported: dl.train is the documented home)
@@ -835,6 +835,7 @@ class SeedsResult:
 
     def predict(self, model, x, *, batch_size: int = 1024) -> np.ndarray:
         """Every run's outputs on `x` (inference mode): shape (runs, len(x), ...)."""
+        model = adapt(model)
 
         @jax.jit
         def apply(states, xb):
