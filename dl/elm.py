@@ -674,6 +674,9 @@ class ELMRegressor(RegressorMixin, _ELMBase):
     """ELM regressor, a scikit-learn estimator; the parameters of ELMClassifier but
     `targets`. `score` is R^2."""
 
+    # Written out again on purpose: scikit-learn reads an estimator's parameters from its
+    # own __init__ signature (get_params, clone), with no **kwargs, so each class lists
+    # them and stores them unchanged.
     def __init__(
         self,
         width: int = 1000,
