@@ -312,10 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """What a user can cause and fix: bad values, names, files and folders (ValueError,
     OSError: missing, unreadable or unwritable paths, a refused download), damaged
-    checkpoints, non-finite training. Anything else is a bug and keeps its traceback."""
+    checkpoints, non-finite training, too little memory for what was asked. Anything
+    else is a bug and keeps its traceback."""
     from dl.checkpoint import CheckpointError
 
-    return (ValueError, OSError, FloatingPointError, OverflowError, CheckpointError)
+    return (ValueError, OSError, FloatingPointError, OverflowError, MemoryError, CheckpointError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -311,6 +311,10 @@ def test_npz_damage_lies_and_bombs_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(real, "available_memory", lambda: 2**20)
     with pytest.raises(ValueError, match="x_train.npy claims 2.0 MiB, more than the 1.0 MiB"):
         real.load_npz(bomb)
+    # Room for the array but not for the float32 copy the loader makes of it.
+    monkeypatch.setattr(real, "available_memory", lambda: 8 * 2**20)
+    with pytest.raises(ValueError, match=r"\(with its float32 copy\) claims 10.0 MiB"):
+        real.load_npz(bomb)
 
 
 def test_cifar_archives_that_lie_loop_or_refuse_name_the_file(tmp_path, monkeypatch):

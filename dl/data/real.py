@@ -381,6 +381,7 @@ def _idx_dataset(name: str, folder: Path) -> Dataset:
         x = read_idx(folder / f)
         if x.ndim != 3:
             raise ValueError(f"{folder / f}: expected images (N, H, W), got shape {x.shape}.")
+        check_claimed_size(f"{folder / f} (as float32)", 8 * x.size)  # two float32 copies
         return (x.astype(np.float32) / 255.0)[..., None]
 
     x_tr, x_te = images("train-images-idx3-ubyte.gz"), images("t10k-images-idx3-ubyte.gz")
@@ -650,7 +651,8 @@ def _read_npy_member(zf, info, path: Path) -> np.ndarray:
             f"{path} is not a readable .npz file: {where} holds Python objects, which would "
             "have to be unpickled; dl reads numeric arrays only."
         )
-    nbytes = math.prod(shape) * dtype.itemsize
+    count = math.prod(shape)
+    nbytes = count * dtype.itemsize
     if info.file_size != header + nbytes:
         raise ValueError(
             f"{path} is not a readable .npz file: {where}'s header says {shape} of {dtype} "
@@ -658,5 +660,7 @@ def _read_npy_member(zf, info, path: Path) -> np.ndarray:
         )
     deflated = info.compress_type != zipfile.ZIP_STORED
     check_claimed_size(where, nbytes, info.compress_size if deflated else None)
+    # The loader then holds a float32 copy beside it: both must fit.
+    check_claimed_size(f"{where} (with its float32 copy)", nbytes + 4 * count)
     with zf.open(info) as fp:
         return np.asarray(fmt.read_array(fp, allow_pickle=False))
