@@ -37,8 +37,17 @@ class RunFolderError(ValueError):
 
 
 def run_files(out: Path) -> list[str]:
-    """The run files present in `out`, in `RUN_FILES` order."""
-    return [n for n in RUN_FILES if (out / n).exists() or (out / n).is_symlink()]
+    """The run files present in `out`, in `RUN_FILES` order. An empty `checkpoints`
+    folder does not count: in a multi-process run the other processes' checkpoint
+    manager may create it before process 0 claims the folder."""
+
+    def present(name: str) -> bool:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            return any(path.iterdir())
+        return path.exists() or path.is_symlink()
+
+    return [n for n in RUN_FILES if present(n)]
 
 
 class RunFolder:
