@@ -420,6 +420,29 @@ class _ELMBase(BaseEstimator):
     validates them (so `clone`, `set_params` and grid searches work as for any
     scikit-learn model)."""
 
+    # scikit-learn reads an estimator's parameters from its __init__ signature
+    # (get_params, clone; no **kwargs) and wants them stored unchanged: ELMRegressor
+    # inherits this one, ELMClassifier adds `targets` to it.
+    def __init__(
+        self,
+        width: int = 1000,
+        ridge: float = 1e-3,
+        *,
+        activation: str = "sigmoid",
+        distribution: str = "normal",
+        scale: float = 1.0,
+        solver: str = "auto",
+        batch_size: int | None = None,
+        devices: int | None = None,
+        standardize: bool = True,
+        dtype: str = "float64",
+        seed: int = 0,
+    ):
+        self.width, self.ridge = width, ridge
+        self.activation, self.distribution, self.scale = activation, distribution, scale
+        self.solver, self.batch_size, self.devices = solver, batch_size, devices
+        self.standardize, self.dtype, self.seed = standardize, dtype, seed
+
     def _validate_params(self) -> None:
         check_positive_int("width", self.width)
         if isinstance(self.ridge, bool) or not isinstance(self.ridge, int | float):
@@ -618,10 +641,12 @@ class ELMClassifier(ClassifierMixin, _ELMBase):
         dtype: str = "float64",
         seed: int = 0,
     ):
-        self.width, self.ridge, self.targets = width, ridge, targets
-        self.activation, self.distribution, self.scale = activation, distribution, scale
-        self.solver, self.batch_size, self.devices = solver, batch_size, devices
-        self.standardize, self.dtype, self.seed = standardize, dtype, seed
+        super().__init__(
+            width, ridge, activation=activation, distribution=distribution, scale=scale,
+            solver=solver, batch_size=batch_size, devices=devices, standardize=standardize,
+            dtype=dtype, seed=seed,
+        )  # fmt: skip
+        self.targets = targets
 
     def fit(self, x, y) -> ELMClassifier:
         self._validate_params()
@@ -673,29 +698,6 @@ class ELMClassifier(ClassifierMixin, _ELMBase):
 class ELMRegressor(RegressorMixin, _ELMBase):
     """ELM regressor, a scikit-learn estimator; the parameters of ELMClassifier but
     `targets`. `score` is R^2."""
-
-    # Written out again on purpose: scikit-learn reads an estimator's parameters from its
-    # own __init__ signature (get_params, clone), with no **kwargs, so each class lists
-    # them and stores them unchanged.
-    def __init__(
-        self,
-        width: int = 1000,
-        ridge: float = 1e-3,
-        *,
-        activation: str = "sigmoid",
-        distribution: str = "normal",
-        scale: float = 1.0,
-        solver: str = "auto",
-        batch_size: int | None = None,
-        devices: int | None = None,
-        standardize: bool = True,
-        dtype: str = "float64",
-        seed: int = 0,
-    ):
-        self.width, self.ridge = width, ridge
-        self.activation, self.distribution, self.scale = activation, distribution, scale
-        self.solver, self.batch_size, self.devices = solver, batch_size, devices
-        self.standardize, self.dtype, self.seed = standardize, dtype, seed
 
     def fit(self, x, y) -> ELMRegressor:
         self._validate_params()

@@ -569,12 +569,17 @@ def _check_data(state, train_data, eval_data, targets, check_labels, early_stopp
                 f'eval_data={{"{set_name}": (x_val, y_val)}}; hold the validation set out '
                 "of the training data (dl.data.validation_split)."
             )
-    if batch_size > len(x):
-        raise ValueError(
-            f"batch_size {batch_size} is larger than the {len(x)} training examples; "
-            f"use batch_size <= {len(x)}."
-        )
+    _check_batch_fits(batch_size, len(x))
     return (x, y), evals
+
+
+def _check_batch_fits(batch_size: int, n: int) -> None:
+    """An epoch drops its last partial batch, so a batch larger than the data runs none."""
+    if batch_size > n:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {n} training examples (an epoch "
+            f"would have no full batch); use batch_size <= {n}."
+        )
 
 
 def xy_pair(what: str, data) -> tuple[Any, Any]:
@@ -745,11 +750,7 @@ def train(
     x, y = xy_pair("train data", data)
     if len(x) == 0:
         raise ValueError("train got an empty training set (0 examples).")
-    if config.batch_size > len(x):
-        raise ValueError(
-            f"batch_size {config.batch_size} is larger than the {len(x)} training examples "
-            f"(an epoch would have no full batch); use batch_size <= {len(x)}."
-        )
+    _check_batch_fits(config.batch_size, len(x))  # before the schedule's length is computed
     steps = num_batches(len(x), config.batch_size) * config.epochs
     tx = make_optimizer(config.optimizer, steps)
     state = create_state(
