@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -69,4 +74,93 @@ def get_loss(name):
 
 def loss_name(loss) -> str:
     """A name for `loss` in metric keys: the registry name, or the callable's name."""
-    return loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+    if isinstance(loss, str):
+        return loss
+    return getattr(loss, "__name__", type(loss).__name__) if callable(loss) else "outputs"
+
+
+# ----------------------------------------------------------------- several outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputLoss:
+    """The loss of one output of a model whose outputs are a dict or a tuple: `key` picks
+    the output and its targets, `name` labels its metrics ("<name>_loss")."""
+
+    key: str | int
+    loss: Any
+    weight: float
+
+    @property
+    def name(self) -> str:
+        return str(self.key)
+
+
+def _weighted(spec) -> bool:
+    return (
+        isinstance(spec, tuple)
+        and len(spec) == 2
+        and (isinstance(spec[0], str) or callable(spec[0]))
+        and isinstance(spec[1], int | float)
+        and not isinstance(spec[1], bool)
+    )
+
+
+def output_losses(loss) -> tuple[OutputLoss, ...] | None:
+    """The per-output losses of a model with several outputs, or None for one loss.
+
+    `loss` is one loss (a name or a callable) for a model with one output, or, for a
+    model whose outputs are a dict or a tuple, a dict or tuple of the same keys whose
+    entries are a loss or a `(loss, weight)` pair: the objective is the weighted sum
+    of the outputs' per-example losses, e.g.
+    `{"digit": "cross_entropy", "parity": ("binary_cross_entropy", 0.5)}`.
+    """
+    if isinstance(loss, str) or callable(loss):
+        return None
+    if _weighted(loss):
+        raise ValueError(
+            f"loss {loss!r} is a (loss, weight) pair, which weights one output of several; "
+            'give the outputs\' losses as a dict or tuple, e.g. {"a": "cross_entropy", '
+            '"b": ("mse", 0.5)}, or a single loss without a weight.'
+        )
+    if isinstance(loss, Mapping):
+        items = list(loss.items())
+    elif isinstance(loss, tuple | list):
+        items = list(enumerate(loss))
+    else:
+        raise unknown_name("loss", loss, LOSSES, "Or pass a callable (outputs, targets) -> (B,).")
+    if not items:
+        raise ValueError(f"loss {loss!r} names no output; give each output its loss.")
+    out = []
+    for key, spec in items:
+        fn, weight = spec if _weighted(spec) else (spec, 1.0)
+        if not (isinstance(fn, str) or callable(fn)):
+            raise ValueError(
+                f"loss[{key!r}] must be a loss name, a callable or a (loss, weight) pair; "
+                f"got {spec!r}."
+            )
+        get_loss(fn)
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"loss[{key!r}]'s weight must be finite and >= 0; got {weight!r}.")
+        out.append(OutputLoss(key, fn, float(weight)))
+    return tuple(out)
+
+
+def check_loss(loss) -> None:
+    """Check one loss or a dict/tuple of per-output losses (`output_losses`)."""
+    if output_losses(loss) is None:
+        get_loss(loss)
+
+
+def pick(tree, key, what: str):
+    """`tree[key]`: one output (or its targets) of a model with several outputs."""
+    try:
+        return tree[key]
+    except (KeyError, IndexError, TypeError):
+        have = list(tree) if isinstance(tree, Mapping) else f"a {type(tree).__name__}"
+        if isinstance(tree, tuple | list):
+            have = f"a {type(tree).__name__} of {len(tree)}"
+        raise ValueError(
+            f"The loss names output {key!r}, but the {what} are {have}; give the loss the "
+            "same keys as the model's outputs (a dict for a dict, a tuple for a tuple)."
+        ) from None

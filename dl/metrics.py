@@ -88,14 +88,42 @@ def loss_and_accuracy(
         for name, value in aux.items():
             out[f"{name}_sum"] = jnp.sum(value.astype(jnp.float32) * m)
         out["loss_sum"] = out["loss_sum"] + sum(out[f"{name}_sum"] for name in aux)
+    correct = _correct(logits, labels, m, mask, loss)
+    if correct is not None:
+        out["correct"] = correct
+    return out
+
+
+def _correct(logits, labels, m, mask, loss):
+    """The number classified right (weights `m` per position, `mask` per example), or
+    None for a loss that does not classify."""
     if is_classification(loss, logits, labels):
         hit = jnp.argmax(logits, axis=-1) == labels
-        out["correct"] = jnp.sum(hit & (m.reshape(hit.shape) > 0)).astype(jnp.int32)
-    elif loss == "binary_cross_entropy":
+        return jnp.sum(hit & (m.reshape(hit.shape) > 0)).astype(jnp.int32)
+    if isinstance(loss, str) and loss == "binary_cross_entropy":
         hit = (logits > 0).reshape(logits.shape[0], -1) == (
             labels.reshape(labels.shape[0], -1) > 0.5
         )
-        out["correct"] = jnp.sum(hit.all(axis=1) & (mask > 0)).astype(jnp.int32)
+        return jnp.sum(hit.all(axis=1) & (mask > 0)).astype(jnp.int32)
+    return None
+
+
+def per_output(loss, outputs, labels, parts, mask) -> dict[str, jax.Array]:
+    """The sums of each output of a model with several outputs: "<name>_loss_sum" (its
+    per-example loss, unweighted) and, for a classifying loss with one label per
+    example, "<name>_correct"; `summarize` reports them as "<name>_loss" and
+    "<name>_accuracy". `loss` is the dict or tuple of `dl.losses.output_losses`."""
+    from dl.losses import output_losses, pick
+
+    out = {}
+    for o in output_losses(loss):
+        m = mask.astype(jnp.float32)
+        out[f"{o.name}_loss_sum"] = jnp.sum(parts[o.name].astype(jnp.float32) * m)
+        logits, y = pick(outputs, o.key, "outputs"), pick(labels, o.key, "targets")
+        if y.ndim == 1 or not is_classification(o.loss, logits, y):
+            correct = _correct(logits, y, m, mask, o.loss)
+            if correct is not None:
+                out[f"{o.name}_correct"] = correct
     return out
 
 
@@ -125,4 +153,6 @@ def summarize(sums: Mapping[str, object]) -> dict[str, float]:
     for key, value in host.items():  # the loss's terms, e.g. "kl_sum" -> "kl"
         if key.endswith("_sum") and key != "loss_sum":
             out[key[: -len("_sum")]] = float(value) / denom
+        elif key.endswith("_correct"):  # an output's, e.g. "digit_correct"
+            out[key[: -len("_correct")] + "_accuracy"] = int(value) / denom
     return out

@@ -284,10 +284,9 @@ class Strategy:
         """Keep a dataset where batches are gathered from: on the device(s) for one
         process (replicated over the mesh), on the host for several processes."""
         if self.multi_process:
-            return np.asarray(x), np.asarray(y)
-        return jax.device_put(np.asarray(x), self._resident), jax.device_put(
-            np.asarray(y), self._resident
-        )
+            return np.asarray(x), jax.tree.map(np.asarray, y)
+        put = lambda a: jax.device_put(np.asarray(a), self._resident)  # noqa: E731
+        return put(x), jax.tree.map(put, y)  # y: an array, or a dict or tuple of them
 
     @property
     def _resident(self):
@@ -347,14 +346,18 @@ class Strategy:
         local_n = len(self.local_devices)
         for i in range(start, idx.shape[0]):
             rows = idx[i, lo:hi]
-            local = {"x": x[rows], "y": y[rows], "mask": mask[i, lo:hi]}
+            local = {
+                "x": x[rows],
+                "y": jax.tree.map(lambda a, r=rows: a[r], y),
+                "mask": mask[i, lo:hi],
+            }
             if self.name == "pmap":
-                yield {k: v.reshape(local_n, -1, *v.shape[1:]) for k, v in local.items()}
+                yield jax.tree.map(lambda v: v.reshape(local_n, -1, *v.shape[1:]), local)
             else:
-                yield {
-                    k: jax.make_array_from_process_local_data(self.batch_sharding, v)
-                    for k, v in local.items()
-                }
+                yield jax.tree.map(
+                    lambda v: jax.make_array_from_process_local_data(self.batch_sharding, v),
+                    local,
+                )
 
     # ---- steps
     def _pmap(self, fn: Callable, **kwargs) -> Callable:

@@ -31,7 +31,7 @@ from dl import kernels as kernels_lib
 from dl import metrics as metrics_lib
 from dl.data.batching import batches, gather_step
 from dl.data.validate import check_arrays
-from dl.losses import get_loss
+from dl.losses import check_loss, get_loss, loss_name, output_losses, pick
 from dl.models import MODE_ARGS, adapt, mode_arg, mode_kwargs
 
 Batch = Mapping[str, jax.Array]
@@ -51,7 +51,9 @@ class TrainState:
       input_shape: per-example input shape the model was built for (static metadata).
       num_classes: size of the model's output (static metadata).
       input_dtype: "float32", or "int32" for token ids (static metadata).
-      output_shape: per-example output shape, e.g. (10,) or (T, vocab) (static).
+      output_shape: per-example output shape, e.g. (10,) or (T, vocab) (static); ()
+        for a model whose outputs are a dict or tuple.
+      output_shapes: for such a model, ((key, per-example shape), ...) of its outputs.
     """
 
     step: jax.Array
@@ -63,6 +65,7 @@ class TrainState:
     num_classes: int = struct.field(pytree_node=False, default=0)
     input_dtype: str = struct.field(pytree_node=False, default="float32")
     output_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
+    output_shapes: tuple = struct.field(pytree_node=False, default=())
 
 
 def init_variables(
@@ -205,6 +208,7 @@ def create_state(
     x = jnp.zeros((1, *input_shape), input_dtype)
     variables, run_key = jax.jit(lambda r: init_variables(model, r, x, rngs))(root)
     params = variables["params"]
+    single = isinstance(out, jax.ShapeDtypeStruct)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -212,10 +216,25 @@ def create_state(
         opt_state=tx.init(params),
         rng=run_key,
         input_shape=input_shape,
-        num_classes=int(out.shape[-1]),
+        num_classes=int(out.shape[-1]) if single and out.ndim > 1 else 0,
         input_dtype=input_dtype,
-        output_shape=tuple(int(d) for d in out.shape[1:]),
+        output_shape=tuple(int(d) for d in out.shape[1:]) if single else (),
+        output_shapes=() if single else _output_shapes(out),
     )
+
+
+def _output_shapes(out) -> tuple:
+    """((key, per-example shape), ...) of a model's dict or tuple of outputs."""
+    items = out.items() if isinstance(out, Mapping) else enumerate(out)
+    if not isinstance(out, Mapping | tuple | list) or not all(
+        isinstance(v, jax.ShapeDtypeStruct) for _, v in items
+    ):
+        raise ValueError(
+            "A model's output must be an array, or a dict or tuple of arrays (one level); got "
+            f"{jax.tree.map(lambda a: a.shape, out)}."
+        )
+    items = out.items() if isinstance(out, Mapping) else enumerate(out)
+    return tuple((k, tuple(int(d) for d in v.shape[1:])) for k, v in items)
 
 
 def _unpack(state: TrainState, batch: Batch):
@@ -229,8 +248,9 @@ def _unpack(state: TrainState, batch: Batch):
             f"Batch x has shape {tuple(x.shape)}, i.e. examples of shape {tuple(x.shape[1:])}, "
             f"but the model was built for examples of shape {state.input_shape}."
         )
-    if y.shape[:1] != x.shape[:1]:
-        raise ValueError(f"Batch x has {x.shape[0]} examples but y has shape {tuple(y.shape)}.")
+    if any(leaf.shape[:1] != x.shape[:1] for leaf in jax.tree.leaves(y)):
+        shapes = jax.tree.map(lambda a: tuple(a.shape), y)
+        raise ValueError(f"Batch x has {x.shape[0]} examples but y has shape {shapes}.")
     mask = batch.get("mask")
     if mask is None:
         mask = jnp.ones((x.shape[0],), jnp.float32)
@@ -295,7 +315,31 @@ _EVAL_NOISE_SEED = 0
 
 
 def _check_loss(loss) -> None:
-    get_loss(loss)  # a name from LOSSES or a callable; else the standard error
+    check_loss(loss)  # a name from LOSSES, a callable, or one per output; else an error
+
+
+def _losses(loss, outputs, y, label_smoothing: float = 0.0):
+    """The per-example (or per-position) loss, and for a model with several outputs
+    the per-example loss of each ({name: (B,)}; the total is their weighted sum)."""
+    multi = output_losses(loss)
+    if multi is None:
+        if not isinstance(outputs, jax.Array):
+            raise ValueError(
+                f"The model's outputs are {jax.tree.map(lambda a: a.shape, outputs)} but the "
+                f"loss is one loss, {loss_name(loss)!r}; give one loss per output, e.g. "
+                '{"a": "cross_entropy", "b": ("mse", 0.5)} (a (loss, weight) pair weights one).'
+            )
+        return _per_position_loss(loss, outputs, y, label_smoothing), {}
+    parts = {}
+    for o in multi:
+        out_k, y_k = pick(outputs, o.key, "model's outputs"), pick(y, o.key, "targets")
+        per = _per_position_loss(o.loss, out_k, y_k)
+        if per.ndim > 1:  # per position: each example's mean over its labelled positions
+            ones = jnp.ones(per.shape[:1], jnp.float32)
+            w = metrics_lib.label_weights(ones, y_k, per.shape, o.loss).reshape(len(per), -1)
+            per = jnp.sum(per.reshape(len(per), -1) * w, 1) / jnp.maximum(jnp.sum(w, 1), 1.0)
+        parts[o.name] = per
+    return sum(o.weight * parts[o.name] for o in multi), parts
 
 
 def make_train_step(
@@ -353,11 +397,11 @@ def make_train_step(
     _check_compute_dtype(compute_dtype)
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing!r}.")
-    if label_smoothing and loss != "cross_entropy":
+    if label_smoothing and not (isinstance(loss, str) and loss == "cross_entropy"):
         raise ValueError(f"label_smoothing applies to cross_entropy only; loss is {loss!r}.")
 
     def per_example(logits, y):
-        return _per_position_loss(loss, logits, y, label_smoothing)
+        return _losses(loss, logits, y, label_smoothing)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         x, y, mask = _unpack(state, batch)
@@ -381,13 +425,14 @@ def make_train_step(
                 rngs=streams,
                 compute_dtype=compute_dtype,
             )
-            per_ex = per_example(logits, y)  # (B,) or (B, T) with one label per step
+            per_ex, parts = per_example(logits, y)  # (B,) or (B, T), one label per step
             total = per_ex + sum(aux.values()) if aux else per_ex
             m = metrics_lib.label_weights(mask, y, per_ex.shape, loss)
             count = _psum(jnp.sum(m), axis_name)
-            return jnp.sum(total * m) / jnp.maximum(count, 1.0), (logits, per_ex, aux, new_stats)
+            aux_out = (logits, per_ex, parts, aux, new_stats)
+            return jnp.sum(total * m) / jnp.maximum(count, 1.0), aux_out
 
-        (loss_value, (logits, per_ex, aux, new_stats)), grads = jax.value_and_grad(
+        (loss_value, (logits, per_ex, parts, aux, new_stats)), grads = jax.value_and_grad(
             objective, has_aux=True
         )(state.params)
         loss_value, grads = _psum((loss_value, grads), axis_name)
@@ -409,6 +454,8 @@ def make_train_step(
             loss=loss,
             aux={k: jnp.where(finite, v, 0.0) for k, v in aux.items()},
         )
+        if parts:
+            metrics.update(metrics_lib.per_output(loss, logits, y, parts, mask * finite))
         metrics = _psum(metrics, axis_name)
         metrics["nonfinite"] = (~finite).astype(jnp.int32)
         metrics["skipped"] = (~finite & skip_nonfinite).astype(jnp.int32)
@@ -568,11 +615,11 @@ def make_eval_step(
             rngs=rngs,
             compute_dtype=compute_dtype,
         )
-        per_ex = _per_position_loss(loss, logits, y)
-        return _psum(
-            metrics_lib.loss_and_accuracy(logits, y, per_ex, mask, loss=loss, aux=aux),
-            axis_name,
-        )
+        per_ex, parts = _losses(loss, logits, y)
+        metrics = metrics_lib.loss_and_accuracy(logits, y, per_ex, mask, loss=loss, aux=aux)
+        if parts:
+            metrics.update(metrics_lib.per_output(loss, logits, y, parts, mask))
+        return _psum(metrics, axis_name)
 
     return eval_step
 
@@ -580,8 +627,9 @@ def make_eval_step(
 def predict(
     model: nn.Module, state: TrainState, x, *, batch_size: int = 512, kernels: str = "xla"
 ) -> np.ndarray:
-    """Model outputs (logits) for inputs `x`, in inference mode, as a numpy array;
-    `kernels` picks the compiler options (`dl.kernels.jit`)."""
+    """Model outputs (logits) for inputs `x`, in inference mode, as a numpy array (a
+    dict or tuple of them for a model with several outputs); `kernels` picks the
+    compiler options (`dl.kernels.jit`)."""
     model = adapt(model)
     x, _ = check_arrays(
         x,
@@ -597,4 +645,5 @@ def predict(
         fn(state, b["x"])
         for b in batches(x, np.zeros(len(x), np.int32), batch_size, shuffle=False, remainder="pad")
     ]
-    return np.concatenate([np.asarray(o) for o in out])[: len(x)]
+    # A model with several outputs gives a dict or tuple of arrays, each concatenated.
+    return jax.tree.map(lambda *o: np.concatenate([np.asarray(a) for a in o])[: len(x)], *out)

@@ -14,6 +14,7 @@ re-exported here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -281,7 +282,10 @@ def fit(
       targets: "labels" (class ids, for cross-entropy) or "values" (regression,
         reconstruction, binary cross-entropy); None infers it from y: "values" when y
         holds real numbers that are not all integers, else "labels". Pass it for
-        integer-valued regression targets and 0/1 reconstruction targets.
+        integer-valued regression targets and 0/1 reconstruction targets. For a model
+        with several outputs (a dict or tuple, `dl.losses.output_losses`), y is a dict
+        or tuple of the same keys, and an integer target of an output with K > 1 scores
+        per row is checked as class ids, any other as values.
       on_epoch: called as `on_epoch(epoch, state)` after each epoch's record, and as
         `on_epoch(0, state)` with the initial state before a fresh run's first step
         (e.g. to measure the state); the state is valid during the call only (the next
@@ -536,6 +540,35 @@ def _restore(mngr: CheckpointManager, state, signature, early_stopping, run_conf
 
 def _check_data(state, train_data, eval_data, targets, check_labels, early_stopping, batch_size):
     """Check the training and evaluation sets once, on the host; return them as arrays."""
+    if state.output_shapes:
+        checks = functools.partial(_check_outputs_data, state, check_labels)
+    else:
+        checks = _single_output_checks(state, train_data, targets, check_labels)
+    x, y = checks(*xy_pair("train data", train_data), name="train")
+    if eval_data is not None and not isinstance(eval_data, Mapping):
+        raise ValueError(
+            f'eval_data must map names to (x, y) pairs, e.g. {{"test": (x_test, y_test)}}; '
+            f"got {type(eval_data).__name__}."
+        )
+    evals = {
+        name: checks(*xy_pair(f"eval_data[{name!r}]", xy), name=name)
+        for name, xy in (eval_data or {}).items()
+    }
+    if early_stopping is not None:
+        set_name = early_stopping.monitor.split("/", 1)[0]
+        if set_name not in evals:
+            raise ValueError(
+                f"early_stopping monitors {early_stopping.monitor!r} but eval_data has no "
+                f"{set_name!r} set (it has {sorted(evals) or 'none'}). Pass "
+                f'eval_data={{"{set_name}": (x_val, y_val)}}; hold the validation set out '
+                "of the training data (dl.data.validation_split)."
+            )
+    _check_batch_fits(batch_size, len(x))
+    return (x, y), evals
+
+
+def _single_output_checks(state, train_data, targets, check_labels):
+    """`check_arrays` with what a one-output model's data must satisfy."""
     if targets is None:
         targets = _infer_targets(train_data)
     if targets not in ("labels", "values"):
@@ -550,27 +583,50 @@ def _check_data(state, train_data, eval_data, targets, check_labels, early_stopp
         # Per-position labels (sequences, nodes) may leave positions unlabelled (-1).
         allow_unlabelled=labels and len(state.output_shape) > 1,
     )
-    x, y = check_arrays(*xy_pair("train data", train_data), name="train", **checks)
-    if eval_data is not None and not isinstance(eval_data, Mapping):
+    return functools.partial(check_arrays, **checks)
+
+
+def _check_outputs_data(state, check_labels, x, y, *, name: str):
+    """Check the data of a model with several outputs: y has the outputs' keys (a dict
+    for a dict, a tuple for a tuple), and each target is checked as `check_arrays`
+    does: integer targets of an output of K > 1 scores per row are class ids in
+    [0, K), any other target real values."""
+    keys = [k for k, _ in state.output_shapes]
+    given = (
+        list(y)
+        if isinstance(y, Mapping)
+        else list(range(len(y)))
+        if isinstance(y, tuple | list)
+        else None
+    )
+    if given != keys or isinstance(y, Mapping) != isinstance(keys[0], str):
         raise ValueError(
-            f'eval_data must map names to (x, y) pairs, e.g. {{"test": (x_test, y_test)}}; '
-            f"got {type(eval_data).__name__}."
+            f"{name}: the model's outputs are {dict(state.output_shapes)} (key: per-example "
+            f"shape), so y must be a {'dict' if isinstance(keys[0], str) else 'tuple'} with "
+            f"one target array per output in that order; got "
+            f"{given if given is not None else type(y).__name__}."
         )
-    evals = {
-        name: check_arrays(*xy_pair(f"eval_data[{name!r}]", xy), name=name, **checks)
-        for name, xy in (eval_data or {}).items()
-    }
-    if early_stopping is not None:
-        set_name = early_stopping.monitor.split("/", 1)[0]
-        if set_name not in evals:
-            raise ValueError(
-                f"early_stopping monitors {early_stopping.monitor!r} but eval_data has no "
-                f"{set_name!r} set (it has {sorted(evals) or 'none'}). Pass "
-                f'eval_data={{"{set_name}": (x_val, y_val)}}; hold the validation set out '
-                "of the training data (dl.data.validation_split)."
-            )
-    _check_batch_fits(batch_size, len(x))
-    return (x, y), evals
+    out = {}
+    for key, shape in state.output_shapes:
+        y_k = np.asarray(y[key])
+        labels = (
+            np.issubdtype(y_k.dtype, np.integer)
+            and len(shape) >= 1
+            and shape[-1] > 1
+            and y_k.shape[1:] == shape[:-1]
+        )
+        x, out[key] = check_arrays(
+            x,
+            y_k,
+            input_shape=state.input_shape,
+            num_classes=shape[-1] if labels and check_labels else None,
+            name=f"{name} y[{key!r}]",
+            targets="labels" if labels else "values",
+            label_shape=shape[:-1] if labels else (),
+            integer_inputs=state.input_dtype == "int32",
+            allow_unlabelled=labels and len(shape) > 1,
+        )
+    return x, out if isinstance(y, Mapping) else tuple(out[k] for k in keys)
 
 
 def _check_batch_fits(batch_size: int, n: int) -> None:
@@ -693,7 +749,8 @@ class FitConfig:
         warmup-cosine schedule.
       loss, label_smoothing, augment, skip_nonfinite, compute_dtype, rngs: as in
         `make_train_step` (`augment` by name from `dl.data.AUGMENTATIONS`; `loss` a
-        name or a callable `(outputs, targets) -> per-example loss`).
+        name or a callable `(outputs, targets) -> per-example loss`, or, for a model
+        with several outputs, a dict or tuple of them: `dl.losses.output_losses`).
       seed: seed of initialisation, dropout, augmentation and data order.
       eval_every, steps_per_call, kernels: as in `fit`.
     """
@@ -703,7 +760,7 @@ class FitConfig:
     optimizer: OptimizerConfig = dataclasses.field(
         default_factory=lambda: OptimizerConfig(schedule="warmup_cosine")
     )
-    loss: str | Callable = "cross_entropy"
+    loss: str | Callable | Mapping | tuple = "cross_entropy"
     label_smoothing: float = 0.0
     augment: str = "none"
     skip_nonfinite: bool = False

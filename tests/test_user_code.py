@@ -208,3 +208,82 @@ def test_an_nnx_module_trains_checkpoints_and_resumes_bitwise(tmp_path):
     resumed = run(tmp_path / "b", 4, resume=True)
     jax.tree.map(np.testing.assert_array_equal, resumed.state.params, whole.state.params)
     assert whole.history[-1]["test/accuracy"] > 0.9
+
+
+class _TwoHeads(nn.Module):
+    """A digit classifier and an odd/even logit on one trunk; a tuple when `as_tuple`."""
+
+    as_tuple: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(32)(x.reshape((x.shape[0], -1))))
+        digit, odd = nn.Dense(10, name="digit")(h), nn.Dense(1, name="odd")(h)[:, 0]
+        return (digit, odd) if self.as_tuple else {"digit": digit, "odd": odd}
+
+
+def _two_targets(y, as_tuple=False):
+    odd = (y % 2).astype(np.float32)
+    return (y, odd) if as_tuple else {"digit": y, "odd": odd}
+
+
+def test_a_model_with_two_outputs_trains_and_reports_each():
+    """Per-output metrics are what the predictions give; the loss is the weighted sum."""
+    ds = data.load("digits")
+    model, tx = _TwoHeads(), optax.adam(1e-3)
+    state = train.create_state(model, tx, ds.input_shape)
+    assert state.output_shapes == (("digit", (10,)), ("odd", ()))
+    loss = {"digit": "cross_entropy", "odd": ("binary_cross_entropy", 0.5)}
+    step, eval_step = train.make_steps(model, tx, loss=loss)
+    test = (ds.x_test, _two_targets(ds.y_test))
+    res = train.fit(state, step, eval_step, (ds.x_train, _two_targets(ds.y_train)), epochs=8,
+                    batch_size=64, eval_data={"test": test}, progress=False)  # fmt: skip
+    last = res.history[-1]
+    out = train.predict(model, res.state, ds.x_test)
+    odd = _two_targets(ds.y_test)["odd"]
+    ce = optax.softmax_cross_entropy_with_integer_labels(out["digit"], ds.y_test).mean()
+    bce = optax.sigmoid_binary_cross_entropy(out["odd"], odd).mean()
+    np.testing.assert_allclose(last["test/digit_loss"], ce, rtol=1e-4)
+    np.testing.assert_allclose(last["test/odd_loss"], bce, rtol=1e-4)
+    np.testing.assert_allclose(last["test/loss"], ce + 0.5 * bce, rtol=1e-4)
+    assert last["test/digit_accuracy"] == np.mean(out["digit"].argmax(1) == ds.y_test)
+    assert last["test/odd_accuracy"] == np.mean((out["odd"] > 0) == (odd > 0.5))
+    assert last["test/digit_accuracy"] > 0.5  # a check that it learned at all (chance: 0.1)
+
+
+def test_an_output_weighted_zero_gets_no_gradient_and_tuples_work():
+    ds = data.load("digits")
+    model, tx = _TwoHeads(as_tuple=True), optax.sgd(0.1)
+    state = train.create_state(model, tx, ds.input_shape)
+    step = jax.jit(train.make_train_step(model, tx, loss=("cross_entropy", ("mse", 0.0))))
+    y = _two_targets(ds.y_train[:64], as_tuple=True)
+    new, metrics = step(state, {"x": jnp.asarray(ds.x_train[:64]), "y": y})
+    same = jax.tree.map(np.array_equal, new.params["odd"], state.params["odd"])
+    assert all(jax.tree.leaves(same))
+    assert not np.array_equal(new.params["digit"]["kernel"], state.params["digit"]["kernel"])
+    assert {"0_loss_sum", "0_correct", "1_loss_sum"} <= set(metrics)
+
+
+def test_several_outputs_wrong_loss_or_targets_are_explained():
+    ds = data.load("digits")
+    model, tx = _TwoHeads(), optax.sgd(0.1)
+    state = train.create_state(model, tx, ds.input_shape)
+    batch = {"x": jnp.asarray(ds.x_train[:8]), "y": _two_targets(ds.y_train[:8])}
+    with pytest.raises(ValueError, match=r"outputs are .*digit.*one loss.*per output"):
+        train.make_train_step(model, tx, loss="cross_entropy")(state, batch)
+    with pytest.raises(ValueError, match=r"names output 'parity'.*\['digit', 'odd'\]"):
+        train.make_train_step(model, tx, loss={"digit": "cross_entropy", "parity": "mse"})(
+            state, batch
+        )
+    with pytest.raises(ValueError, match=r"\(loss, weight\) pair.*dict or tuple"):
+        train.make_train_step(model, tx, loss=("mse", 0.5))
+    with pytest.raises(ValueError, match=r"weight must be finite and >= 0; got -1"):
+        train.make_train_step(model, tx, loss={"digit": ("mse", -1)})
+    step, eval_step = train.make_steps(model, tx, loss={"digit": "cross_entropy", "odd": "mse"})
+    with pytest.raises(ValueError, match=r"y must be a dict with one target array per output"):
+        train.fit(state, step, eval_step, ds.train, epochs=1, batch_size=32, progress=False)
+    bad = _two_targets(ds.y_train)
+    bad["digit"] = bad["digit"] + 5  # labels 5..14 for 10 classes
+    with pytest.raises(ValueError, match=r"train y\['digit'\].*\[0, 10\)"):
+        train.fit(state, step, eval_step, (ds.x_train, bad), epochs=1, batch_size=32,
+                  progress=False)  # fmt: skip

@@ -176,7 +176,8 @@ class EpochPlans:
 
 def gather_rows(x, y, idx, mask) -> dict[str, jax.Array]:
     """The batch {"x", "y", "mask"} of rows `idx` (any index shape) of x and y."""
-    return {"x": jnp.take(x, idx, axis=0), "y": jnp.take(y, idx, axis=0), "mask": mask}
+    take = lambda a: jnp.take(a, idx, axis=0)  # noqa: E731  (y may be a dict or tuple)
+    return {"x": take(x), "y": jax.tree.map(take, y), "mask": mask}
 
 
 def gather_step(x, y, idx, mask, i) -> dict[str, jax.Array]:
@@ -225,10 +226,13 @@ def batches(
     >>> [b["x"].shape for b in batches(xs, ys, 4, remainder="pad")]
     [(4, 3), (4, 3), (4, 3)]
     """
-    if len(y) != len(x):
-        raise ValueError(f"x and y differ in length: {len(x)} examples in x, {len(y)} labels in y.")
+    for leaf in jax.tree.leaves(y):
+        if len(leaf) != len(x):
+            raise ValueError(
+                f"x and y differ in length: {len(x)} examples in x, {len(leaf)} labels in y."
+            )
     idx, mask = epoch_plan(len(x), batch_size, seed, epoch, shuffle, remainder, start)
-    x = x if isinstance(x, jax.Array) else jax.device_put(np.asarray(x))
-    y = y if isinstance(y, jax.Array) else jax.device_put(np.asarray(y))
+    put = lambda a: a if isinstance(a, jax.Array) else jax.device_put(np.asarray(a))  # noqa: E731
+    x, y = put(x), jax.tree.map(put, y)
     for i in range(start, idx.shape[0]):
         yield _gather(x, y, idx, mask, i)
