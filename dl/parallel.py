@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
@@ -45,6 +46,7 @@ from dl import kernels as kernels_lib
 from dl import metrics as metrics_lib
 from dl._errors import unknown_name
 from dl.data.batching import EpochPlans, Remainder, epoch_plan, gather_rows
+from dl.data.stream import Prefetch, checked_batches, open_epoch
 from dl.step import make_train_loop, zero_metrics
 
 DATA_AXIS = "data"
@@ -439,6 +441,23 @@ class Strategy:
             )
         return jitted.lower(state, sums, *data, *plan, *bounds).compile()
 
+    def put_batch(self, batch):
+        """Place a host batch {"x", "y", "mask"} for this strategy's steps: on the one
+        device, or split by rows over the mesh (one process)."""
+        self.check_streamable()
+        where = self.devices[0] if self.name == "single" else self.batch_sharding
+        return jax.device_put(batch, where)
+
+    def check_streamable(self) -> None:
+        """Streamed batches are placed from one host: refuse "pmap" and several processes."""
+        if self.name == "pmap" or self.multi_process:
+            raise ValueError(
+                f"Streamed data runs on the 'single' and 'sharded' strategies in one process; "
+                f"this run uses {self.name!r}"
+                + (" over several processes" if self.multi_process else "")
+                + ". Pass strategy='sharded', or (x, y) arrays."
+            )
+
     def put_plan(self, plan):
         """Place an epoch plan (idx, mask) where `compile_train_loop`'s loop reads it."""
         return tuple(jax.device_put(a, self._resident) for a in plan)
@@ -534,6 +553,115 @@ class TrainCalls:
         if self._per_batch:
             return {k: jax.numpy.asarray(v) for k, v in host_sums.items()}
         return {k: jax.numpy.asarray(v, self._zero[k].dtype) for k, v in host_sums.items()}
+
+
+class StreamCalls:
+    """`TrainCalls` for a streamed source (`dl.data.stream`): the source's batches,
+    checked and grouped into chunks of up to `steps_per_call` on the host, are placed by
+    a `Prefetch` thread while the chunk before them trains, and each chunk runs as one
+    call of the same compiled loop as in-memory data (`compile_train_loop`), its rows
+    gathered in order. A chunk ends early at a checkpoint step and at the epoch's end,
+    and is padded to full size (its length is an argument), so the loop compiles once,
+    when the first chunk arrives (`compile_time_s`). The epoch's length is the source's.
+    """
+
+    def __init__(self, strategy, train_step, source, batch_size, check, steps_per_call=1):
+        strategy.check_streamable()
+        self.strategy, self.train_step, self.source = strategy, train_step, source
+        self.batch_size, self.check, self.steps_per_call = batch_size, check, steps_per_call
+        rows = np.arange(steps_per_call * batch_size, dtype=np.int32)
+        self._idx = jax.device_put(rows.reshape(steps_per_call, batch_size), strategy._resident)
+        self.compile_time_s = 0.0
+        self._loop = self._zero = self._feed = self._chunk = self._epoch = None
+
+    def begin_epoch(self, epoch: int, start: int, last: bool) -> None:
+        self.close()
+        self._epoch = epoch
+
+    def calls(self, start: int, step: int, checkpoint_every: int | None):
+        batches = checked_batches(
+            open_epoch(self.source, self._epoch, start),
+            self.check,
+            batch_size=self.batch_size,
+            what="train data",
+            epoch=self._epoch,
+            start=start,
+            pad=False,
+        )
+        chunks = _chunks(batches, self.steps_per_call, step, checkpoint_every)
+        self._feed = Prefetch(chunks, self._put_chunk)
+        i = start
+        for chunk in self._feed:
+            self._chunk = chunk
+            yield i, i + chunk[-1]
+            i += chunk[-1]
+
+    def _put_chunk(self, chunk):
+        x, y = self.strategy.put_data(chunk["x"], chunk["y"])
+        mask = jax.device_put(chunk["mask"], self.strategy._resident)
+        return x, y, mask, chunk["n"]
+
+    def run(self, state, sums, start: int, stop: int):
+        x, y, mask, n = self._chunk
+        if self._loop is None:
+            t0 = time.perf_counter()
+            rows = slice(0, self.batch_size)
+            first = {"x": x[rows], "y": jax.tree.map(lambda a: a[rows], y), "mask": mask[0]}
+            self._zero = zero_metrics(self.train_step, state, first)
+            self._loop = self.strategy.compile_train_loop(
+                self.train_step,
+                state,
+                self._zero,
+                (x, y),
+                (self._idx, mask),
+                loop=self.steps_per_call > 1,
+            )
+            self.compile_time_s += time.perf_counter() - t0
+        if sums is None:
+            sums = _copy_arrays(self._zero)
+        elif any(isinstance(v, np.ndarray) for v in sums.values()):  # restored (sums_like)
+            sums = {k: jax.numpy.asarray(v, self._zero[k].dtype) for k, v in sums.items()}
+            sums = jax.device_put(sums, self.strategy._resident)
+        return self._loop(state, sums, x, y, self._idx, mask, np.int32(0), np.int32(n))
+
+    def end_epoch(self, epoch: int) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
+
+    def sums_like(self, host_sums: dict):
+        """Restored sums, given their dtypes when the loop is compiled."""
+        return {k: np.asarray(v) for k, v in host_sums.items()}
+
+
+def _chunks(batches, size: int, step: int, checkpoint_every: int | None):
+    """Host batches grouped `size` at a time into one chunk {"x", "y" (size * B rows),
+    "mask" (size, B), "n": batches in it}, a chunk ending early where the global step
+    reaches a multiple of `checkpoint_every`; the last is padded with mask-0 batches."""
+    buf = []
+    for batch in batches:
+        buf.append(batch)
+        step += 1
+        if len(buf) == size or (checkpoint_every is not None and step % checkpoint_every == 0):
+            yield _pack(buf, size)
+            buf = []
+    if buf:
+        yield _pack(buf, size)
+
+
+def _pack(buf: list, size: int) -> dict:
+    n = len(buf)
+    buf = buf + [jax.tree.map(np.zeros_like, buf[0])] * (size - n)
+    cat = lambda *a: np.concatenate(a)  # noqa: E731
+    return {
+        "x": cat(*(b["x"] for b in buf)),
+        "y": jax.tree.map(cat, *(b["y"] for b in buf)),
+        "mask": np.stack([b["mask"] for b in buf]),
+        "n": n,
+    }
 
 
 # The fresh metric sums of each epoch, copied in one call (one dispatch, not one a leaf).

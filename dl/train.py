@@ -32,10 +32,11 @@ from dl._errors import check_positive_int
 from dl.checkpoint import CheckpointManager
 from dl.data.augment import AUGMENTATIONS
 from dl.data.batching import batches, num_batches
+from dl.data.stream import Prefetch, checked_batches, is_source, open_epoch
 from dl.data.validate import check_arrays
 from dl.models import DCGAN, ResNet, ViT, adapt, mode_kwargs
 from dl.optim import OptimizerConfig, freeze, make_optimizer
-from dl.parallel import TrainCalls, get_strategy
+from dl.parallel import StreamCalls, TrainCalls, get_strategy
 from dl.step import (  # noqa: F401  (re-exported: dl.train is the documented home)
     COMPUTE_DTYPES,
     DEFAULT_RNGS,
@@ -266,11 +267,17 @@ def fit(
       train_step, eval_step: pure steps from `make_train_step` / `make_eval_step` (or
         your own with the same signatures; metrics are sums with a "count"). eval_step
         may be None when there is no eval_data.
-      train_data: (x, y) arrays.
+      train_data: (x, y) arrays, or a streamed source: a callable `epoch -> iterable of
+        {"x", "y"}` NumPy batches of `batch_size` rows (epochs counted from 0), for data
+        that need not fit in memory (`dl.data.stream`: `array_source` over memory-mapped
+        files, a Grain or tf.data pipeline). Batches are checked as they arrive and
+        placed on the device a few ahead; shuffling is the source's; a resumed run is
+        bitwise the same when `source(epoch)` repeats its batches (see there).
       epochs: passes over the training data.
-      batch_size: examples per step.
-      eval_data: named (x, y) sets evaluated every `eval_every` epochs and after the last,
-        e.g. {"val": ..., "test": ...}; they appear in the history as "val/accuracy".
+      batch_size: examples per step (a source's batch size).
+      eval_data: named (x, y) sets or sources evaluated every `eval_every` epochs and
+        after the last, e.g. {"val": ..., "test": ...}; they appear in the history as
+        "val/accuracy".
       eval_every: epochs between evaluations.
       eval_batch_size: batch size of evaluation.
       early_stopping: an `EarlyStopping`, monitoring one of the eval sets.
@@ -329,23 +336,27 @@ def fit(
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir, the folder to resume from.")
     strategy = get_strategy(strategy, devices, batch_size=batch_size, kernels=kernels)
-    (x, y), evals = _check_data(
+    train_set, evals = _check_data(
         state, train_data, eval_data, targets, check_labels, early_stopping, batch_size
     )
     strategy.check_batch_size(batch_size)
+    streamed = isinstance(train_set, Streamed)
+    if streamed or any(isinstance(v, Streamed) for v in evals.values()):
+        strategy.check_streamable()
     # Evaluation pads its last batch anyway, so round it up to a multiple of the devices.
     eval_batch_size = strategy.round_batch_size(eval_batch_size)
 
     start = time.perf_counter()
-    train_dev = strategy.put_data(x, y)
-    evals_dev = {k: strategy.put_data(a, b) for k, (a, b) in evals.items()}
-    # What a resumed run must share with the original for the result to be the same.
-    signature = {
-        "batch_size": batch_size,
-        "seed": seed,
-        "num_train": len(x),
-        "steps_per_epoch": len(x) // batch_size,
+    evals_dev = {
+        k: v if isinstance(v, Streamed) else strategy.put_data(*v) for k, v in evals.items()
     }
+    # What a resumed run must share with the original for the result to be the same.
+    signature = {"batch_size": batch_size, "seed": seed}
+    if streamed:
+        signature["source"] = "streamed"  # its length and order are the source's promise
+    else:
+        n = len(train_set[0])
+        signature.update(num_train=n, steps_per_epoch=n // batch_size)
     mngr = None
     if checkpoint_dir is not None:
         mngr = CheckpointManager(
@@ -365,7 +376,13 @@ def fit(
             f.writelines(json.dumps(r) + "\n" for r in run.history)
 
     t0 = time.perf_counter()
-    calls = TrainCalls(strategy, train_step, state, train_dev, batch_size, seed, steps_per_call)
+    if streamed:
+        calls = StreamCalls(
+            strategy, train_step, train_set.source, batch_size, train_set.check, steps_per_call
+        )
+    else:
+        train_dev = strategy.put_data(*train_set)
+        calls = TrainCalls(strategy, train_step, state, train_dev, batch_size, seed, steps_per_call)
     compile_time = time.perf_counter() - t0
     sums = calls.sums_like(run.sums) if run.sums else None
     eval_fn = strategy.jit_eval_step(eval_step) if evals else None
@@ -401,13 +418,18 @@ def fit(
                     if flag.signum is not None:
                         raise TrainingInterrupted(flag.signum, step, mngr and mngr.directory)
                 calls.end_epoch(epoch - 1)
+                if sums is None:
+                    raise ValueError(
+                        f"train data: epoch {epoch - 1} of the source gave no batch of "
+                        f"batch_size {batch_size} rows; a source yields at least one per epoch."
+                    )
                 _check_finite(sums, f"epoch {epoch}")
                 record = {"epoch": epoch, "step": step}
                 record.update({f"train/{k}": v for k, v in metrics_lib.summarize(sums).items()})
                 if epoch % eval_every == 0 or epoch == epochs:
                     t_eval = time.perf_counter()
                     record.update(
-                        _evaluate_sets(strategy, eval_fn, state, evals_dev, eval_batch_size)
+                        _evaluate_sets(strategy, eval_fn, state, evals_dev, eval_batch_size, epoch)
                     )
                     record["eval_time_s"] = time.perf_counter() - t_eval
                     _check_monitored(early_stopping, record)
@@ -432,6 +454,8 @@ def fit(
                 if flag.signum is not None:
                     raise TrainingInterrupted(flag.signum, step, mngr and mngr.directory)
     finally:
+        if streamed:
+            calls.close()
         bar.close()
         if log is not None:
             log.close()
@@ -444,7 +468,7 @@ def fit(
         best_value=run.best_value,
         stopped_early=run.stopped,
         train_time_s=time.perf_counter() - start,
-        compile_time_s=compile_time,
+        compile_time_s=compile_time + getattr(calls, "compile_time_s", 0.0),
         strategy=strategy.name,
         num_devices=strategy.num_devices,
         kernels=strategy.kernels,
@@ -544,15 +568,20 @@ def _check_data(state, train_data, eval_data, targets, check_labels, early_stopp
         checks = functools.partial(_check_outputs_data, state, check_labels)
     else:
         checks = _single_output_checks(state, train_data, targets, check_labels)
-    x, y = checks(*xy_pair("train data", train_data), name="train")
+
+    def checked(what: str, name: str, data):
+        if is_source(data):  # streamed: each batch is checked as it arrives
+            return Streamed(data, checks)
+        return checks(*xy_pair(what, data), name=name)
+
+    train = checked("train data", "train", train_data)
     if eval_data is not None and not isinstance(eval_data, Mapping):
         raise ValueError(
-            f'eval_data must map names to (x, y) pairs, e.g. {{"test": (x_test, y_test)}}; '
-            f"got {type(eval_data).__name__}."
+            f"eval_data must map names to (x, y) pairs or streamed sources, e.g. "
+            f'{{"test": (x_test, y_test)}}; got {type(eval_data).__name__}.'
         )
     evals = {
-        name: checks(*xy_pair(f"eval_data[{name!r}]", xy), name=name)
-        for name, xy in (eval_data or {}).items()
+        name: checked(f"eval_data[{name!r}]", name, xy) for name, xy in (eval_data or {}).items()
     }
     if early_stopping is not None:
         set_name = early_stopping.monitor.split("/", 1)[0]
@@ -563,12 +592,28 @@ def _check_data(state, train_data, eval_data, targets, check_labels, early_stopp
                 f'eval_data={{"{set_name}": (x_val, y_val)}}; hold the validation set out '
                 "of the training data (dl.data.validation_split)."
             )
-    _check_batch_fits(batch_size, len(x))
-    return (x, y), evals
+    if not isinstance(train, Streamed):
+        _check_batch_fits(batch_size, len(train[0]))
+    return train, evals
+
+
+@dataclasses.dataclass(frozen=True)
+class Streamed:
+    """A streamed data source (`dl.data.stream`) and the check each of its batches gets."""
+
+    source: Callable
+    check: Callable
 
 
 def _single_output_checks(state, train_data, targets, check_labels):
     """`check_arrays` with what a one-output model's data must satisfy."""
+    if targets is None and is_source(train_data):
+        # A stream is not seen whole: integer targets are labels, real ones values.
+        def by_dtype(x, y, *, name):
+            kind = "labels" if np.issubdtype(np.asarray(y).dtype, np.integer) else "values"
+            return _single_output_checks(state, None, kind, check_labels)(x, y, name=name)
+
+        return by_dtype
     if targets is None:
         targets = _infer_targets(train_data)
     if targets not in ("labels", "values"):
@@ -668,13 +713,42 @@ def _evaluate_placed(strategy, eval_fn, state, data, batch_size) -> dict[str, fl
     return _mean_metrics(eval_fn, state, eval_batches)
 
 
-def _evaluate_sets(strategy, eval_fn, state, sets, batch_size) -> dict[str, float]:
-    """Every eval set's mean metrics, as history keys "<set>/<metric>"."""
+def _evaluate_sets(strategy, eval_fn, state, sets, batch_size, epoch=1) -> dict[str, float]:
+    """Every eval set's mean metrics, as history keys "<set>/<metric>"; a streamed set
+    is read as `source(epoch - 1)` (0-based, as in training) in its own batch size."""
     out = {}
     for name, data in sets.items():
-        res = _evaluate_placed(strategy, eval_fn, state, data, batch_size)
+        if isinstance(data, Streamed):
+            res = _evaluate_streamed(strategy, eval_fn, state, data, name, epoch - 1)
+        else:
+            res = _evaluate_placed(strategy, eval_fn, state, data, batch_size)
         out.update({f"{name}/{k}": v for k, v in res.items()})
     return out
+
+
+def _evaluate_streamed(strategy, eval_fn, state, data: Streamed, name: str, epoch: int):
+    """Mean metrics over a streamed eval set, its last batch padded and masked."""
+    batches = checked_batches(
+        open_epoch(data.source, epoch, 0),
+        data.check,
+        batch_size=None,
+        what=f"eval_data[{name!r}]",
+        epoch=epoch,
+        start=0,
+        pad=True,
+        multiple=strategy.num_devices,
+    )
+    feed = Prefetch(batches, strategy.put_batch)
+    try:
+        sums = None
+        for batch in feed:
+            m = eval_fn(state, batch)
+            sums = m if sums is None else metrics_lib.add(sums, m)
+    finally:
+        feed.close()
+    if sums is None:
+        raise ValueError(f"eval_data[{name!r}]: the source gave no batch for epoch {epoch}.")
+    return metrics_lib.summarize(sums)
 
 
 def _check_monitored(early_stopping, record: dict) -> None:

@@ -32,6 +32,7 @@ from dl.data.sequences import (
     load_pytext,
     tokenizer,
 )
+from dl.data.stream import array_source
 from dl.data.validate import check_arrays
 
 DATASETS.update(_SEQUENCE_DATASETS)
@@ -53,6 +54,7 @@ __all__ = [
     "DATASETS",
     "SHAPE_CLASSES",
     "Dataset",
+    "array_source",
     "batches",
     "check_arrays",
     "encode_dense",
