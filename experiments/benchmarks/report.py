@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = (
     "steps.py",
     "loop.py",
+    "stream.py",
     "elm_vs_hpelm.py",
     "flops.py",
     "pooling.py",
@@ -127,6 +128,25 @@ def loop_table(rec) -> list[str]:
             f"{r['fit_over_bare']:.2f} {_mark(r['fit_over_bare'] <= 1.10)} | "
             f"{r['hand_epoch_ms']:.1f} | "
             f"{r['speedup_vs_hand']:.2f}x {_mark(r['speedup_vs_hand'] >= 2)} |"
+        )
+    return lines
+
+
+def stream_table(rec) -> list[str]:
+    columns = [
+        "model",
+        "data",
+        "in-memory ms/epoch",
+        "streamed ms/epoch",
+        "streamed throughput / in-memory (target >= 0.8)",
+    ]
+    title = "Streamed epoch from memory-mapped files against the in-memory fit"
+    lines = _section(title, rec, columns)
+    for r in rec["rows"]:
+        ratio = r["stream_throughput_ratio"]
+        lines.append(
+            f"| {r['model']} | {r['data']} | {r['memory_epoch_ms']:.1f} | "
+            f"{r['stream_epoch_ms']:.1f} | {ratio:.2f} {_mark(ratio >= 0.8)} |"
         )
     return lines
 
@@ -294,6 +314,7 @@ def main() -> None:
     for name, table in (
         ("steps_vs_pytorch", steps_table),
         ("fit_loop", loop_table),
+        ("stream", stream_table),
         ("elm_vs_hpelm", elm_table),
         ("mlp_flops", flops_table),
         ("pooling", pooling_table),
