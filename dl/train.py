@@ -878,6 +878,12 @@ def train(
     Returns:
       `fit`'s `FitResult`.
     """
+    if is_source(data):
+        raise ValueError(
+            "train() takes (x, y) arrays: it sizes the model and the learning-rate schedule "
+            "from them. For a streamed source, build the state with create_state and the "
+            "steps with make_steps, and call fit(state, train_step, eval_step, source, ...)."
+        )
     x, y = xy_pair("train data", data)
     if len(x) == 0:
         raise ValueError("train got an empty training set (0 examples).")

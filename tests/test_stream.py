@@ -158,3 +158,9 @@ def test_pmap_refuses_a_stream_with_what_to_do():
         train.fit(state, step, ev, array_source(*ds.train, 64), epochs=1, batch_size=64,
                   strategy="pmap", progress=False)  # fmt: skip
     assert jax.device_count() >= 1
+
+
+def test_train_points_a_stream_to_fit():
+    ds, model, _, _ = _setup()
+    with pytest.raises(ValueError, match=r"train\(\) takes \(x, y\) arrays.*call fit"):
+        train.train(model, array_source(*ds.train, 64), train.FitConfig(epochs=1))
