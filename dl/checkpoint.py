@@ -146,30 +146,24 @@ class CheckpointManager:
         if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointError(f"Checkpoint path {self.directory} exists and is not a folder.")
         self.best_metric, self.best_mode = best_metric, best_mode
-        cm = ocp.checkpoint_managers
-        policies = [cm.LatestN(self.keep_last)]
-        if best_metric is not None:
-            sign = 1.0 if best_mode == "max" else -1.0
-            policies.append(
-                cm.BestN(
-                    get_metric_fn=lambda m: sign * m[best_metric],
-                    reverse=False,
-                    n=1,
-                    keep_checkpoints_without_metrics=False,
-                )
-            )
+        # Only orbax's current (non-deprecated) arguments: the items' handlers through a
+        # registry, and no preservation policy or best_fn: orbax keeps every step and
+        # `_prune` keeps the last `keep_last` and the best by dl's own verified metadata.
+        registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+        for item, save_args, restore_args in (
+            ("state", ocp.args.StandardSave, ocp.args.StandardRestore),
+            ("meta", ocp.args.JsonSave, ocp.args.JsonRestore),
+        ):
+            registry.add(item, save_args)
+            registry.add(item, restore_args)
         options = ocp.CheckpointManagerOptions(
-            # best_fn only switches on orbax's writing of per-step metrics, which BestN reads.
-            best_fn=(lambda m: m[best_metric]) if best_metric is not None else None,
-            best_mode=best_mode,
             enable_async_checkpointing=False,  # a save returns only once it is committed
-            preservation_policy=cm.AnyPreservationPolicy(policies),
             create=True,
             cleanup_tmp_directories=True,  # leftovers of a killed save are removed, never read
         )
         self._ocp = ocp
         self._mngr = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "meta")
+            self.directory, options=options, handler_registry=registry
         )
 
     def steps(self) -> list[int]:
@@ -237,11 +231,22 @@ class CheckpointManager:
         self._mngr.save(
             step,
             args=args.Composite(state=args.StandardSave(tree), meta=args.JsonSave(full_meta)),
-            metrics={k: float(v) for k, v in (metrics or {}).items()} or None,
             force=True,
         )
         self._mngr.wait_until_finished()
+        self._prune()
         return step
+
+    def _prune(self) -> None:
+        """Delete all but the newest `keep_last` checkpoints and the best one."""
+        steps = self.steps()
+        keep = set(steps[-self.keep_last :])
+        best = self.best_step()
+        if best is not None:
+            keep.add(best)
+        for step in steps:
+            if step not in keep:
+                self._mngr.delete(step)
 
     def _read_meta(self, step: int) -> dict[str, Any]:
         args = self._ocp.args
