@@ -9,12 +9,13 @@ A `Strategy` takes the pure `train_step(state, batch) -> (state, metrics)` and
   gradient, the loss and the BatchNorm statistics are those of the whole global batch
   (BatchNorm is synchronised for free) and the metric sums are global. This is the
   default when more than one device is visible.
-- "pmap": `jax.pmap` over the devices, with the axis named `DATA_AXIS` ("data"); the
-  batch gets a leading device axis and the state is replicated along it (`replicate` /
-  `unreplicate`). The steps must reduce over that axis, as in Flax's ImageNet example:
-  `make_train_step(..., axis_name=DATA_AXIS)` sums gradients, counts and metrics with
-  `lax.psum`, and `get_model(..., axis_name=DATA_AXIS)` averages BatchNorm's statistics.
-  Kept because users and Colab code ask for it.
+- "pmap": a per-device program, as `jax.pmap` runs it, built on `jax.shard_map` (JAX's
+  current form of pmap) over the mesh axis `DATA_AXIS` ("data"): each device runs the
+  step on its part of the batch, and the step must reduce over that axis explicitly, as
+  in Flax's ImageNet example: `make_train_step(..., axis_name=DATA_AXIS)` sums
+  gradients, counts and metrics with `lax.psum`, and `get_model(...,
+  axis_name=DATA_AXIS)` averages BatchNorm's statistics. State and data are placed as
+  for "sharded" (global arrays), so nothing is replicated or unreplicated by hand.
 
 Every strategy computes the same mathematical step: the loss is the masked mean over
 the global batch. Counts are integers summed exactly; float sums may differ from one
@@ -168,18 +169,6 @@ def make_mesh(num_devices: int | None = None, axis_name: str = DATA_AXIS) -> Mes
 # --------------------------------------------------------------------------- helpers
 
 
-def replicate(tree, devices: Sequence | None = None):
-    """Copy a pytree onto each device along a new leading axis (for `pmap`)."""
-    import flax.jax_utils
-
-    return flax.jax_utils.replicate(tree, devices=list(devices) if devices else None)
-
-
-def unreplicate(tree):
-    """The first copy of a `replicate`d pytree (arrays lose the leading device axis)."""
-    return jax.tree.map(lambda a: a[0], tree)
-
-
 def _tree_put(tree, sharding):
     return jax.tree.map(lambda a: _put(a, sharding), tree)
 
@@ -259,27 +248,21 @@ class Strategy:
 
     @property
     def batch_sharding(self) -> NamedSharding:
-        """Leading (example) axis split over devices; for pmap, the device axis."""
+        """Leading (example) axis split over devices."""
         return NamedSharding(self.mesh, P(DATA_AXIS))
 
     # ---- state
     def put_state(self, state):
         """Place a state for this strategy (a copy: the caller's arrays stay valid)."""
-        if self.name == "pmap":
-            return replicate(state, self.local_devices)
         if self.name == "single":
             return _tree_put(state, self.devices[0])
         return _tree_put(state, self.replicated)
 
     def get_state(self, placed):
-        """The logical state back from `put_state`'s placement (pmap: the first copy).
-
-        With several processes it is a global array replicated over all devices, which
-        orbax can save and every process can read."""
-        if self.name != "pmap":
-            return placed
-        state = unreplicate(placed)
-        return _tree_put(state, self.replicated) if self.multi_process else state
+        """The logical state back from `put_state`'s placement: the placed state itself
+        (global arrays; with several processes replicated over all devices, which orbax
+        can save and every process can read)."""
+        return placed
 
     # ---- data
     def put_data(self, x, y):
@@ -328,13 +311,10 @@ class Strategy:
             from dl.data.batching import _gather
 
             return _gather
-        n = self.num_devices
 
         def gather(x, y, idx, mask, i):
             idx = jax.lax.dynamic_index_in_dim(idx, i, keepdims=False)
             mask = jax.lax.dynamic_index_in_dim(mask, i, keepdims=False)
-            if self.name == "pmap":  # a leading device axis
-                idx, mask = idx.reshape(n, -1), mask.reshape(n, -1)
             return gather_rows(x, y, idx, mask)
 
         # Each device gathers its own rows of the replicated dataset: no communication.
@@ -345,7 +325,6 @@ class Strategy:
         nproc, pid = jax.process_count(), jax.process_index()
         per = idx.shape[1] // nproc  # rows of this process in each global batch
         lo, hi = pid * per, (pid + 1) * per
-        local_n = len(self.local_devices)
         for i in range(start, idx.shape[0]):
             rows = idx[i, lo:hi]
             local = {
@@ -353,23 +332,22 @@ class Strategy:
                 "y": jax.tree.map(lambda a, r=rows: a[r], y),
                 "mask": mask[i, lo:hi],
             }
-            if self.name == "pmap":
-                yield jax.tree.map(lambda v: v.reshape(local_n, -1, *v.shape[1:]), local)
-            else:
-                yield jax.tree.map(
-                    lambda v: jax.make_array_from_process_local_data(self.batch_sharding, v),
-                    local,
-                )
+            yield jax.tree.map(
+                lambda v: jax.make_array_from_process_local_data(self.batch_sharding, v), local
+            )
 
     # ---- steps
-    def _pmap(self, fn: Callable, **kwargs) -> Callable:
-        """pmap over this strategy's devices, axis `DATA_AXIS`. (With several processes
-        pmap takes every process's local devices itself.)"""
-        return jax.pmap(
-            fn,
-            axis_name=DATA_AXIS,
-            devices=None if self.multi_process else self.local_devices,
-            **kwargs,
+    def per_device(self, fn: Callable, out_specs) -> Callable:
+        """`fn(state, batch)` as a per-device program ("pmap"): `jax.shard_map` over the
+        mesh axis `DATA_AXIS`, the state replicated and the batch split by rows; `fn`
+        reduces over the axis itself (`lax.psum`), so its outputs are replicated
+        (`out_specs`: `P()` for each output). The identity for the other strategies."""
+        if self.name != "pmap":
+            return fn
+        # check_vma=False: pmap's semantics, where a gradient is the device's own until
+        # the step's psum (with the check, shard_map's autodiff would sum it already).
+        return jax.shard_map(
+            fn, mesh=self.mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=out_specs, check_vma=False
         )
 
     def _jit(self, fn: Callable, **kwargs):
@@ -381,14 +359,7 @@ class Strategy:
         Returns `step(state, batch) -> (state, metrics)` with global metric sums.
         """
         donate_argnums = (0,) if donate else ()
-        if self.name == "pmap":
-            fn = self._pmap(train_step, donate_argnums=donate_argnums)
-
-            def step(s, b):
-                s, m = fn(s, b)
-                return s, unreplicate(m)  # psum-ed in the step: every copy is the total
-
-            return step
+        train_step = self.per_device(train_step, (P(), P()))
         if self.name == "single":
             jitted = self._jit(train_step, donate_argnums=donate_argnums)
             return jitted.lower(state, batch).compile()
@@ -416,11 +387,11 @@ class Strategy:
         the metrics are summed into `sums`, so the host dispatches one call for many
         steps. The state and sums are donated. `loop=False`: one step per call, without
         a loop (see `dl.train.make_train_loop`). Returns None where batches come from the
-        host or each device runs its own program ("pmap", several processes): there
-        `fit` calls the step once per batch.
+        hosts (several processes): there `fit` calls the step once per batch.
         """
-        if self.name == "pmap" or self.multi_process:
+        if self.multi_process:
             return None
+        train_step = self.per_device(train_step, (P(), P()))
         bounds = (np.int32(0), np.int32(1))
         if self.name == "single":
             fn = make_train_loop(train_step, loop=loop)
@@ -449,13 +420,11 @@ class Strategy:
         return jax.device_put(batch, where)
 
     def check_streamable(self) -> None:
-        """Streamed batches are placed from one host: refuse "pmap" and several processes."""
-        if self.name == "pmap" or self.multi_process:
+        """Streamed batches are placed from one host: refuse several processes."""
+        if self.multi_process:
             raise ValueError(
-                f"Streamed data runs on the 'single' and 'sharded' strategies in one process; "
-                f"this run uses {self.name!r}"
-                + (" over several processes" if self.multi_process else "")
-                + ". Pass strategy='sharded', or (x, y) arrays."
+                f"Streamed data runs in one process; this run's {self.name!r} strategy spans "
+                "several. Give each process (x, y) arrays."
             )
 
     def put_plan(self, plan):
@@ -464,9 +433,7 @@ class Strategy:
 
     def jit_eval_step(self, eval_step: Callable) -> Callable:
         """`eval_step` compiled for this strategy; returns global metric sums."""
-        if self.name == "pmap":
-            fn = self._pmap(eval_step)
-            return lambda s, b: unreplicate(fn(s, b))  # psum-ed in the step
+        eval_step = self.per_device(eval_step, P())
         if self.name == "single":
             return self._jit(eval_step)
         return self._jit(eval_step, out_shardings=self.replicated)
@@ -484,8 +451,9 @@ class TrainCalls:
     One device or a mesh: a call is `dl.step.make_train_loop`, compiled once, gathering
     each batch on the device; `steps_per_call=1` runs one step per call without a loop
     (XLA:CPU computes lax's convolution gradients slowly inside loops: jax-ml/jax#12868).
-    "pmap" and several processes: one compiled step per batch, the metrics summed on
-    the device.
+    "pmap" runs the same loop with the step as a per-device program
+    (`Strategy.per_device`). Several processes: one compiled step per batch, the metrics
+    summed on the device.
     """
 
     def __init__(self, strategy, train_step, state, data, batch_size, seed, steps_per_call):
@@ -493,13 +461,13 @@ class TrainCalls:
         self.batch_size, self.steps_per_call = batch_size, steps_per_call
         self.steps_per_epoch = _rows(data[0]) // batch_size
         first = next(strategy.batches(data, batch_size, seed=seed, epoch=0))
-        self._per_batch = strategy.name == "pmap" or strategy.multi_process
+        if strategy.name == "pmap":
+            _check_reduces_over(train_step, state, first, DATA_AXIS)
+        self._per_batch = strategy.multi_process
         if self._per_batch:
-            if strategy.name == "pmap":
-                _check_reduces_over(train_step, strategy.get_state(state), first, DATA_AXIS)
             self._step = strategy.compile_train_step(train_step, state, first)
             return
-        self._zero = zero_metrics(train_step, state, first)
+        self._zero = zero_metrics(strategy.per_device(train_step, (P(), P())), state, first)
         self._plans = EpochPlans(_rows(data[0]), batch_size, seed)
         plan0 = strategy.put_plan(epoch_plan(_rows(data[0]), batch_size, seed, 0, True, "drop", 0))
         self._loop = strategy.compile_train_loop(
@@ -607,7 +575,9 @@ class StreamCalls:
             t0 = time.perf_counter()
             rows = slice(0, self.batch_size)
             first = {"x": x[rows], "y": jax.tree.map(lambda a: a[rows], y), "mask": mask[0]}
-            self._zero = zero_metrics(self.train_step, state, first)
+            self._zero = zero_metrics(
+                self.strategy.per_device(self.train_step, (P(), P())), state, first
+            )
             self._loop = self.strategy.compile_train_loop(
                 self.train_step,
                 state,
@@ -682,8 +652,7 @@ def _equations(jaxpr):
 def _check_reduces_over(train_step, state, batch, axis: str) -> None:
     """A step run under pmap must sum its gradients over `axis`; one built without
     `axis_name` would train each device on its own shard."""
-    one = jax.tree.map(lambda a: a[0], batch)
-    jaxpr = jax.make_jaxpr(train_step, axis_env=[(axis, 1)])(state, one)
+    jaxpr = jax.make_jaxpr(train_step, axis_env=[(axis, 1)])(state, batch)
     for eqn in _equations(jaxpr.jaxpr):
         if eqn.primitive.name.startswith("psum") and axis in tuple(eqn.params.get("axes", ())):
             return

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from dl import models, optim, parallel, train
 from dl.checkpoint import CheckpointManager
@@ -174,12 +175,16 @@ def test_strategy_and_device_errors():
     assert mesh.shape == {"data": 4}
 
 
-def test_replicate_unreplicate_roundtrip():
-    tree = {"a": jnp.arange(3.0), "b": {"c": jnp.ones((2, 2), jnp.int32)}}
-    rep = parallel.replicate(tree)
-    assert rep["a"].shape == (8, 3) and rep["b"]["c"].shape == (8, 2, 2)
-    back = parallel.unreplicate(rep)
-    assert jax.tree.all(jax.tree.map(lambda x, y: bool(jnp.all(x == y)), tree, back))
+def test_pmap_is_a_per_device_program_without_flax_jax_utils():
+    """The "pmap" strategy runs `jax.shard_map` over the data axis: each device sees its
+    rows, and a psum inside gives the global sum (replicated out)."""
+    strategy = parallel.get_strategy("pmap", 4)
+    fn = strategy.per_device(
+        lambda s, b: (s, jax.lax.psum(b.shape[0] * s, parallel.DATA_AXIS)), (P(), P())
+    )
+    state, out = jax.jit(fn)(jnp.float32(2.0), jnp.ones((8, 3)))
+    assert float(out) == 2.0 * 8  # 4 devices x 2 rows each x 2.0
+    assert parallel.get_strategy("sharded", 4).per_device(fn, P()) is fn
 
 
 def test_pmap_needs_a_step_that_sums_over_the_device_axis(digits):

@@ -151,13 +151,16 @@ def test_prefetch_keeps_order_and_raises_the_sources_error_in_either_mode():
         feed.close()
 
 
-def test_pmap_refuses_a_stream_with_what_to_do():
+def test_a_stream_under_pmap_trains_as_under_sharded():
     ds, model, tx, state = _setup()
-    step, ev = train.make_steps(model, tx, axis_name="data")
-    with pytest.raises(ValueError, match=r"'single' and 'sharded'.*'pmap'"):
-        train.fit(state, step, ev, array_source(*ds.train, 64), epochs=1, batch_size=64,
-                  strategy="pmap", progress=False)  # fmt: skip
-    assert jax.device_count() >= 1
+    runs = {}
+    for name, axis in (("sharded", None), ("pmap", "data")):
+        step, ev = train.make_steps(model, tx, axis_name=axis)
+        runs[name] = train.fit(state, step, ev, array_source(*ds.train, 64), epochs=2,
+                               batch_size=64, strategy=name, progress=False)  # fmt: skip
+    chex.assert_trees_all_close(runs["pmap"].state.params, runs["sharded"].state.params,
+                                atol=1e-5)  # fmt: skip
+    assert jax.device_count() == 8 and runs["pmap"].num_devices == 8
 
 
 def test_train_points_a_stream_to_fit():
