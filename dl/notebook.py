@@ -11,6 +11,72 @@ import socket
 from pathlib import Path
 from typing import Any
 
+# The repository the notebooks install from and the README's badges point to: the one
+# place it is written (`tests/test_notebooks.py` checks every notebook and the README
+# against it; `write_install_cells` rewrites the notebooks after a change).
+REPOSITORY = "https://github.com/dl-toolkit/dl"
+DISTRIBUTION = "dl-toolkit"  # the name on PyPI and pip; `import dl` stays
+
+INSTALL_CELL = """\
+# Install dl (pip name dl-toolkit) from its repository, unless it is already importable.
+# Colab's preinstalled jax is kept. A fork or a copy: set REPO to its address.
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPO = "{repository}"
+if importlib.util.find_spec("dl") is None:
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")  # no password prompt for a missing repo
+    try:
+        found = subprocess.run(["git", "ls-remote", REPO], capture_output=True, env=env, timeout=60)
+        ok = found.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        raise SystemExit(
+            f"Cannot reach {{REPO}}. Set REPO above to the address of your fork, or upload "
+            "a copy of dl and install it here: !pip install /content/dl (a folder) or "
+            "!pip install /content/dl_toolkit-*.whl (a wheel), then run this notebook again."
+        )
+    pip = [sys.executable, "-m", "pip", "install", "-q", f"dl-toolkit @ git+{{REPO}}"]
+    subprocess.run(pip, check=True)"""
+
+
+def install_cell() -> str:
+    """The source of every notebook's install cell (its first code cell)."""
+    return INSTALL_CELL.format(repository=REPOSITORY)
+
+
+def colab_url(notebook: str) -> str:
+    """The address that opens `colab/<notebook>` of `REPOSITORY` in Colab."""
+    path = REPOSITORY.removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{path}/blob/main/colab/{notebook}"
+
+
+def write_install_cells(folder: str | os.PathLike) -> list[Path]:
+    """Rewrite the install cell and the Colab badge of every notebook in `folder` from
+    `REPOSITORY`; returns the notebooks changed."""
+    import json
+    import re
+
+    changed = []
+    for path in sorted(Path(folder).glob("*.ipynb")):
+        text = path.read_text()
+        nb = json.loads(text)
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        code[0]["source"] = install_cell().splitlines(keepends=True)
+        badge = re.compile(r"https://colab\.research\.google\.com/github/\S+?\.ipynb")
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "markdown":
+                src = badge.sub(colab_url(path.name), "".join(cell["source"]))
+                cell["source"] = src.splitlines(keepends=True)
+        new = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        if new != text:
+            path.write_text(new)
+            changed.append(path)
+    return changed
+
 
 @dataclasses.dataclass(frozen=True)
 class Environment:

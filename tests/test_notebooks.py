@@ -3,7 +3,9 @@ mode, as CI runs them; each ends with assertions of its own (issue 10)."""
 
 import json
 import os
+import re
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,58 @@ def test_notebook_runs_end_to_end(path, tmp_path, monkeypatch):
         signal.signal(signal.SIGINT, handler)
     last = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     assert "ok" in last, last
+
+
+def test_every_notebook_installs_from_the_one_repository_address():
+    """`dl.notebook.REPOSITORY` is the one place the address is written: every
+    notebook's install cell and Colab badge, and the README, use it."""
+    from dl.notebook import REPOSITORY, colab_url, install_cell
+
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert "".join(code[0]["source"]) == install_cell(), f"{path}: python -c " + (
+            "'from dl.notebook import write_install_cells; write_install_cells(\"colab\")'"
+        )
+        assert colab_url(path.name) in "".join(nb["cells"][0]["source"]), path
+    readme = (ROOT / "README.md").read_text()
+    assert REPOSITORY in readme
+    assert set(re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", readme)) == {REPOSITORY}
+
+
+def _run_install_cell(repo: str, monkeypatch):
+    """Run the install cell as in a fresh Colab runtime (dl not importable), with `repo`
+    as its address; pip is recorded, not run. Returns the pip commands."""
+    import importlib.util
+    import subprocess
+
+    from dl.notebook import REPOSITORY, install_cell
+
+    real_run, pips = subprocess.run, []
+
+    def run(cmd, *args, **kwargs):
+        if cmd[:3] == [sys.executable, "-m", "pip"]:
+            pips.append(cmd)
+            return subprocess.CompletedProcess(cmd, 0)
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    source = install_cell().replace(f'REPO = "{REPOSITORY}"', f'REPO = "{repo}"')
+    exec(compile(source, "install cell", "exec"), {})  # noqa: S102
+    return pips
+
+
+def test_the_install_cell_stops_with_what_to_set_when_the_address_does_not_answer(
+    tmp_path, monkeypatch
+):
+    with pytest.raises(SystemExit, match=r"Cannot reach .*Set REPO above.*pip install"):
+        _run_install_cell(f"file://{tmp_path}/no-such-repo", monkeypatch)
+    repo = tmp_path / "fork"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess_run = __import__("subprocess").run
+    subprocess_run([*git, "init", "-q"], check=True)
+    subprocess_run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    pips = _run_install_cell(f"file://{repo}", monkeypatch)
+    assert pips and pips[0][-1] == f"dl-toolkit @ git+file://{repo}"
