@@ -125,6 +125,9 @@ def _draw_hidden(key, in_dim: int, width: int, activation: str, distribution: st
     return w, b
 
 
+_PREDICT_ROWS = 256  # rows per block of `_scores`
+
+
 def _features(activation: str, w, b, x):
     if activation == "rbf":
         sq = jnp.sum(x * x, 1, keepdims=True) - 2 * x @ w + jnp.sum(w * w, 0)[None]
@@ -599,8 +602,15 @@ class _ELMBase(BaseEstimator):
     def _scores(self, x) -> np.ndarray:
         """H(x) beta: (N, K) scores (class scores or regression outputs)."""
         self._check_fitted()
-        h = hidden_features(self.hidden_, self._prepare(_check_x(x), fit=False))
-        return np.asarray(h, np.float64) @ self.beta_
+        x = np.asarray(self._prepare(_check_x(x), fit=False), np.float32)
+        # In blocks of a fixed number of rows (the last padded), so that an example's
+        # scores do not depend on how many others are scored with it: XLA:CPU's float32
+        # matmul rounds differently for different row counts (seen with jaxlib 0.7).
+        n, rows = len(x), _PREDICT_ROWS
+        padded = np.zeros((-(-n // rows) * rows, x.shape[1]), np.float32)
+        padded[:n] = x
+        h = [hidden_features(self.hidden_, padded[i : i + rows]) for i in range(0, n, rows)]
+        return np.concatenate([np.asarray(b, np.float64) for b in h])[:n] @ self.beta_
 
 
 _COMMON_DOC = """

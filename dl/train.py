@@ -564,7 +564,7 @@ def _restore(mngr: CheckpointManager, state, signature, early_stopping, run_conf
 
 def _check_data(state, train_data, eval_data, targets, check_labels, early_stopping, batch_size):
     """Check the training and evaluation sets once, on the host; return them as arrays."""
-    if state.output_shapes:
+    if getattr(state, "output_shapes", ()):  # a TrainState's; a GANState has none
         checks = functools.partial(_check_outputs_data, state, check_labels)
     else:
         checks = _single_output_checks(state, train_data, targets, check_labels)
