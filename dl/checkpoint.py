@@ -73,13 +73,16 @@ def _to_saveable(state) -> dict[str, Any]:
     rng = state.rng
     if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
         rng = jax.random.key_data(rng)
-    return {
+    tree = {
         "step": state.step,
         "params": state.params,
         "batch_stats": state.batch_stats,
         "opt_state": state.opt_state,
         "rng": rng,
     }
+    if getattr(state, "ema_params", None) is not None:  # `create_state(ema=True)`
+        tree["ema_params"] = state.ema_params
+    return tree
 
 
 def _hashes(tree) -> dict[str, str]:
@@ -300,6 +303,8 @@ class CheckpointManager:
             opt_state=tree["opt_state"],
             rng=rng,
         )
+        if "ema_params" in tree:
+            state = state.replace(ema_params=tree["ema_params"])
         return Restored(state=state, step=step, meta=meta, skipped=[])
 
     def restore(self, target, which: str | int = "latest") -> Restored:

@@ -48,18 +48,20 @@ def _cmd_train(args) -> int:
     from dl.recipes import default_config, default_out_dir, load_config, train_and_evaluate
     from dl.train import TrainingInterrupted
 
+    options = dict(
+        progress=not args.no_progress,
+        strategy=args.strategy,
+        devices=args.devices,
+        checkpoint=not args.no_checkpoint,
+        tensorboard=args.tensorboard,
+        profile=args.profile,
+        announce=lambda line: print(f"dl train: {line}", flush=True),
+    )
     if args.resume is not None:
         config = load_config(args.resume)
         print(f"dl train: resuming {args.resume}", flush=True)
         try:
-            res = train_and_evaluate(
-                config,
-                args.resume,
-                progress=not args.no_progress,
-                resume=True,
-                strategy=args.strategy,
-                devices=args.devices,
-            )
+            res = train_and_evaluate(config, args.resume, resume=True, **options)
         except TrainingInterrupted as e:
             print(f"dl train: {e}", file=sys.stderr)
             return e.exit_code
@@ -85,6 +87,8 @@ def _cmd_train(args) -> int:
         skip_nonfinite=args.skip_nonfinite or None,
         compute_dtype=args.compute_dtype,
         kernels=args.kernels,
+        grad_accum=args.grad_accum,
+        ema_decay=args.ema,
         model_kwargs=_parse_kv(args.model_arg, "--model-arg"),
         dataset_kwargs=_parse_kv(args.dataset_arg, "--dataset-arg"),
     )
@@ -96,14 +100,7 @@ def _cmd_train(args) -> int:
     )
     out = args.out if args.out is not None else default_out_dir(config)
     try:
-        res = train_and_evaluate(
-            config,
-            out,
-            progress=not args.no_progress,
-            strategy=args.strategy,
-            devices=args.devices,
-            overwrite=args.overwrite,
-        )
+        res = train_and_evaluate(config, out, overwrite=args.overwrite, **options)
     except TrainingInterrupted as e:
         print(f"dl train: {e}", file=sys.stderr)
         print(f"dl train: resume with: dl train --resume {out}", file=sys.stderr)
@@ -144,6 +141,14 @@ def _report(res) -> None:
             print(f"sample:\n{text}")
     figures = sorted(p.name for p in Path(res["out_dir"]).glob("*.png"))
     print(f"wrote {res['out_dir']}/: results.json, metrics.jsonl, {', '.join(figures)}")
+    if res.get("tensorboard_dir"):
+        print(f"TensorBoard: tensorboard --logdir {res['tensorboard_dir']}")
+    if res.get("profile_dir"):
+        print(
+            f"profile: {res['profile_dir']} (open with: tensorboard --logdir "
+            f"{res['profile_dir']}, Profile tab, after pip install tensorboard-plugin-profile; "
+            "or xprof)"
+        )
 
 
 def _cmd_reproduce(args) -> int:
@@ -303,6 +308,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--kernels",
         choices=("auto", "xla", "cpu"),
         help="auto (default: dl's CPU kernels on the CPU backend), xla (plain JAX) or cpu",
+    )
+    t.add_argument(
+        "--grad-accum",
+        type=int,
+        metavar="K",
+        help="split each batch into K microbatches and average their gradients (memory "
+        "of one microbatch, one optimizer update per batch)",
+    )
+    t.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="keep a moving average of the parameters (e.g. 0.999) and evaluate it",
+    )
+    t.add_argument("--no-checkpoint", action="store_true", help="write no checkpoints")
+    t.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard events to DIR/tensorboard",
+    )
+    t.add_argument(
+        "--profile", action="store_true", help="write a jax.profiler trace to DIR/profile"
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(fn=_cmd_train)

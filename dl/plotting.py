@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 
 def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
-    """Write loss and accuracy curves per epoch (train and every eval set) to `path`.
+    """Write loss and accuracy curves per epoch (train and every eval set), and the
+    learning rate when the history records it ("lr"), to `path`.
 
     Args:
       history: `FitResult.history`: dicts with "epoch" and "<set>/<metric>" keys.
@@ -16,13 +17,16 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(10, 4), dpi=100)
+    panels = ["loss", "accuracy"] + (["lr"] if any("lr" in h for h in history) else [])
+    fig = Figure(figsize=(5 * len(panels), 4), dpi=100)
     FigureCanvasAgg(fig)
     keys = sorted({k for h in history for k in h if "/" in k and not k.endswith("/count")})
-    for i, metric in enumerate(("loss", "accuracy")):
-        ax = fig.add_subplot(1, 2, i + 1)
-        for key in (k for k in keys if k.endswith("/" + metric)):
+    for i, metric in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        chosen = ["lr"] if metric == "lr" else [k for k in keys if k.endswith("/" + metric)]
+        for key in chosen:
             pts = [(h["epoch"], h[key]) for h in history if key in h]
             ax.plot(
                 *zip(*pts, strict=True),
@@ -30,11 +34,12 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
                 label=key.split("/")[0],
             )
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.set_ylabel("learning rate" if metric == "lr" else metric)
         if metric == "loss":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        if ax.lines:
+        if ax.lines and metric != "lr":
             ax.legend()
     if title:
         fig.suptitle(title)

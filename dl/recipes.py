@@ -181,6 +181,8 @@ class TrainConfig:
     compute_dtype: str = "float32"
     kernels: str = "auto"
     steps_per_call: int | None = None
+    grad_accum: int = 1
+    ema_decay: float | None = None
     model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dataset_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -220,6 +222,14 @@ class TrainConfig:
         resolve(self.kernels)  # an unknown name is an error here
         if self.steps_per_call is not None:
             check_positive_int("steps_per_call", self.steps_per_call)
+        check_positive_int("grad_accum", self.grad_accum)
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"grad_accum {self.grad_accum} must divide batch_size {self.batch_size} "
+                "(each batch is split into that many equal microbatches)."
+            )
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay!r}.")
 
     def fit_config(self, model, *, loss: str = "cross_entropy"):
         """The `dl.train.FitConfig` of this run for `model` (built from this config)."""
@@ -238,6 +248,8 @@ class TrainConfig:
             seed=self.seed,
             steps_per_call=self.steps_per_call or default_steps_per_call(model),
             kernels=self.kernels,
+            grad_accum=self.grad_accum,
+            ema_decay=self.ema_decay,
         )
 
     def optimizer_kwargs(self) -> dict[str, Any]:
@@ -449,6 +461,10 @@ def train_and_evaluate(
     strategy: str = "auto",
     devices: int | None = None,
     overwrite: bool = False,
+    checkpoint: bool = True,
+    tensorboard: bool = False,
+    profile: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train `config.model` on `config.dataset`, evaluate on the test set, write outputs.
 
@@ -467,6 +483,12 @@ def train_and_evaluate(
         part of the config, so a run may resume on another number of devices.
       overwrite: a new run may replace the run already in `out_dir` (its files are
         deleted); without it such a folder is refused (`dl.rundir`).
+      checkpoint: write checkpoints (False: none, and the run cannot be resumed).
+      tensorboard: also write every record's scalars as TensorBoard event files in
+        `out_dir/tensorboard` (`dl.writers.TensorBoardWriter`).
+      profile: write a `jax.profiler` trace of a few steps to `out_dir/profile`.
+      announce: called with one line naming the model's parameter count and the run's
+        whole configuration, before training starts (the CLI prints it).
 
     Returns:
       The results dict written to results.json: test_accuracy, test_loss, train_time_s,
@@ -477,7 +499,7 @@ def train_and_evaluate(
     from dl import data, models
     from dl.parallel import DATA_AXIS
     from dl.rundir import RunFolder
-    from dl.step import check_model
+    from dl.step import check_model, count_params
 
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
@@ -519,19 +541,25 @@ def train_and_evaluate(
     )
     # Checked before the folder is claimed: a model that cannot be built leaves no run.
     check_model(model, ds.input_shape, ds.input_dtype)
+    if resume and not checkpoint:
+        raise ValueError("A run without checkpoints cannot resume; drop --no-checkpoint.")
+    if announce is not None:
+        n = count_params(model, ds.input_shape, ds.input_dtype)
+        announce(f"{config.model}: {n:,} parameters; recipe: {json.dumps(config.to_dict())}")
+    run_options = dict(checkpoint=checkpoint, tensorboard=tensorboard, profile=profile)
     with claim():
         if writer and not resume:
             (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         return _fit_and_report(
             config, out, ds, model, axis_name, writer, t_start,
             progress=progress, resume=resume, keep_checkpoints=keep_checkpoints,
-            strategy=strategy, devices=devices,
+            strategy=strategy, devices=devices, **run_options,
         )  # fmt: skip
 
 
 def _fit_and_report(
     config, out, ds, model, axis_name, writer, t_start, *, progress, resume,
-    keep_checkpoints, strategy, devices,
+    keep_checkpoints, strategy, devices, checkpoint, tensorboard, profile,
 ) -> dict[str, Any]:  # fmt: skip
     """The rest of `train_and_evaluate`, once the run folder is claimed."""
     import jax
@@ -562,17 +590,24 @@ def _fit_and_report(
         if config.patience is not None
         else None
     )
+    writers = []
+    if tensorboard and writer:
+        from dl.writers import TensorBoardWriter
+
+        writers.append(TensorBoardWriter(out / "tensorboard"))
     result = train.train(
         model,
         (x_train, y_train),
         config.fit_config(model, loss=loss),
+        writers=writers,
+        profile_dir=out / "profile" if profile and writer else None,
         input_dtype=ds.input_dtype,
         axis_name=axis_name,
         eval_data=eval_data,
         early_stopping=early,
         metrics_path=out / "metrics.jsonl" if writer else None,
         progress=progress,
-        checkpoint_dir=out / "checkpoints",
+        checkpoint_dir=out / "checkpoints" if checkpoint else None,
         checkpoint_every=config.checkpoint_every,
         keep_checkpoints=keep_checkpoints,
         resume=resume,
@@ -580,8 +615,11 @@ def _fit_and_report(
         strategy=strategy,
         devices=devices,
     )
+    for w in writers:
+        w.close()
+    use_ema = config.ema_decay is not None  # the moving average is what is evaluated
     final = train.evaluate(
-        train.make_eval_step(model, loss=loss, axis_name=axis_name),
+        train.make_eval_step(model, loss=loss, axis_name=axis_name, use_ema=use_ema),
         result.state,
         *test,
         strategy=get_strategy(result.strategy, result.num_devices, kernels=result.kernels),
@@ -608,6 +646,10 @@ def _fit_and_report(
         "stopped_early": result.stopped_early,
         "num_params": int(sum(p.size for p in jax.tree.leaves(result.state.params))),
         "parallel": {"strategy": result.strategy, "devices": result.num_devices},
+        "evaluated": "parameters' moving average (ema)" if use_ema else "parameters",
+        "ema_decay": config.ema_decay,
+        "profile_dir": result.profile_dir,
+        "tensorboard_dir": str(out / "tensorboard") if writers else None,
         "kernels": result.kernels,
         "dataset": {
             "name": ds.name,

@@ -29,6 +29,7 @@ from flax import struct
 
 from dl import kernels as kernels_lib
 from dl import metrics as metrics_lib
+from dl._errors import check_positive_int
 from dl.data.batching import batches, gather_step
 from dl.data.validate import check_arrays
 from dl.losses import check_loss, get_loss, loss_name, output_losses, pick
@@ -48,6 +49,8 @@ class TrainState:
       batch_stats: BatchNorm running statistics ({} for models without BatchNorm).
       opt_state: the optax state.
       rng: the run's root key; the key of step t is `fold_in(rng, t)`.
+      ema_params: an exponential moving average of params (`create_state(ema=True)`,
+        updated by `make_train_step(ema_decay=...)`), or None.
       input_shape: per-example input shape the model was built for (static metadata).
       num_classes: size of the model's output (static metadata).
       input_dtype: "float32", or "int32" for token ids (static metadata).
@@ -61,6 +64,7 @@ class TrainState:
     batch_stats: Any
     opt_state: Any
     rng: jax.Array
+    ema_params: Any = None
     input_shape: tuple[int, ...] = struct.field(pytree_node=False, default=())
     num_classes: int = struct.field(pytree_node=False, default=0)
     input_dtype: str = struct.field(pytree_node=False, default="float32")
@@ -118,6 +122,14 @@ def check_model(
     and return its output's shape and dtype; a model that cannot be built (a wrong input
     shape, a bad field such as a zero width) raises ValueError naming both."""
     return _check_model(model, input_shape, input_dtype, jax.random.key(0), rngs)[0]
+
+
+def count_params(model: nn.Module, input_shape, input_dtype: str = "float32") -> int:
+    """The number of parameters `model` has for inputs of `input_shape` (abstractly:
+    no compilation, no memory)."""
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.dtype(input_dtype))
+    variables = jax.eval_shape(lambda r, x: init_variables(model, r, x)[0], jax.random.key(0), x)
+    return int(sum(np.prod(a.shape) for a in jax.tree.leaves(variables.get("params", {}))))
 
 
 def _eval_rngs(names: Sequence[str] = ()) -> dict[str, jax.Array]:
@@ -186,6 +198,7 @@ def create_state(
     key: jax.Array | None = None,
     input_dtype: str = "float32",
     rngs: Sequence[str] = (),
+    ema: bool = False,
 ) -> TrainState:
     """Initialise parameters, batch statistics and optimizer state.
 
@@ -199,6 +212,8 @@ def create_state(
       input_dtype: "float32" for numbers, "int32" for token ids (`dataset.input_dtype`).
       rngs: random streams the module draws from besides "params" and "dropout" (e.g.
         ("augment",)), as passed to `make_train_step`.
+      ema: keep an exponential moving average of the parameters in the state (starting
+        at the initial ones), for `make_train_step(ema_decay=...)`.
 
     Returns:
       A `TrainState` at step 0.
@@ -215,6 +230,7 @@ def create_state(
         batch_stats=variables.get("batch_stats", {}),
         opt_state=tx.init(params),
         rng=run_key,
+        ema_params=jax.tree.map(jnp.copy, params) if ema else None,
         input_shape=input_shape,
         num_classes=int(out.shape[-1]) if single and out.ndim > 1 else 0,
         input_dtype=input_dtype,
@@ -353,6 +369,8 @@ def make_train_step(
     compute_dtype: str | None = None,
     axis_name: str | None = None,
     rngs: Sequence[str] = DEFAULT_RNGS,
+    grad_accum: int = 1,
+    ema_decay: float | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """Build the pure train step `(state, batch) -> (state, metrics)`.
 
@@ -385,6 +403,15 @@ def make_train_step(
         strategy of `dl.parallel` needs `dl.parallel.DATA_AXIS`.
       rngs: the random streams the module draws from in training, each with its own
         key per step (`rng_streams`); add yours, e.g. ("dropout", "augment").
+      grad_accum: split each batch into this many microbatches, run one after another
+        (`lax.scan`, so memory is that of one microbatch), and average their gradients
+        for one optimizer update: the same update as the whole batch, to float rounding,
+        for a model without batch norm. Batch norm normalises each microbatch by its
+        own statistics and updates the running statistics once per microbatch; dropout
+        draws a key per microbatch. The batch must divide into `grad_accum` parts.
+      ema_decay: update `state.ema_params` (from `create_state(ema=True)`) after each
+        step as `decay * ema + (1 - decay) * params`; evaluate them with
+        `make_eval_step(use_ema=True)` (`make_steps` does so when this is set).
 
     Returns:
       train_step(state, batch) with batch {"x", "y", "mask"?}; the loss is the mean over
@@ -395,6 +422,9 @@ def make_train_step(
     rngs = _check_rngs(rngs)
     model = adapt(model)
     _check_compute_dtype(compute_dtype)
+    grad_accum = check_positive_int("grad_accum", grad_accum)
+    if ema_decay is not None and not 0 <= ema_decay < 1:
+        raise ValueError(f"ema_decay must be in [0, 1); got {ema_decay!r}.")
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing!r}.")
     if label_smoothing and not (isinstance(loss, str) and loss == "cross_entropy"):
@@ -415,47 +445,49 @@ def make_train_step(
         if augment is not None:
             x = augment(aug_key, x)
 
-        def objective(params):
+        def objective(params, batch_stats, x, y, mask, streams, count=None):
+            """The masked loss sum over the global count (the whole batch's count when
+            given: a microbatch's part of the batch's mean)."""
             logits, new_stats, aux = _apply(
-                model,
-                params,
-                state.batch_stats,
-                x,
-                train=True,
-                rngs=streams,
+                model, params, batch_stats, x, train=True, rngs=streams,
                 compute_dtype=compute_dtype,
-            )
+            )  # fmt: skip
             per_ex, parts = per_example(logits, y)  # (B,) or (B, T), one label per step
             total = per_ex + sum(aux.values()) if aux else per_ex
             m = metrics_lib.label_weights(mask, y, per_ex.shape, loss)
-            count = _psum(jnp.sum(m), axis_name)
+            if count is None:
+                count = _psum(jnp.sum(m), axis_name)
             aux_out = (logits, per_ex, parts, aux, new_stats)
             return jnp.sum(total * m) / jnp.maximum(count, 1.0), aux_out
 
-        (loss_value, (logits, per_ex, parts, aux, new_stats)), grads = jax.value_and_grad(
-            objective, has_aux=True
-        )(state.params)
+        grad_fn = jax.value_and_grad(objective, has_aux=True)
+        if grad_accum == 1:
+            (loss_value, (logits, per_ex, parts, aux, new_stats)), grads = grad_fn(
+                state.params, state.batch_stats, x, y, mask, streams
+            )
+        else:
+            loss_value, grads, new_stats, partial = _accumulate(
+                grad_fn, state, x, y, mask, streams, grad_accum, loss, axis_name
+            )
         loss_value, grads = _psum((loss_value, grads), axis_name)
         finite = jnp.isfinite(loss_value) & _all_finite(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new = (optax.apply_updates(state.params, updates), new_stats, opt_state)
+        params = optax.apply_updates(state.params, updates)
+        new = (params, new_stats, opt_state, _ema(state, params, ema_decay))
         if skip_nonfinite:
-            old = (state.params, state.batch_stats, state.opt_state)
+            old = (state.params, state.batch_stats, state.opt_state, state.ema_params)
             new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         new_state = state.replace(
-            step=state.step + 1, params=new[0], batch_stats=new[1], opt_state=new[2]
+            step=state.step + 1,
+            params=new[0],
+            batch_stats=new[1],
+            opt_state=new[2],
+            ema_params=new[3],
         )
-        # A skipped step's loss and accuracy count nowhere.
-        metrics = metrics_lib.loss_and_accuracy(
-            logits,
-            y,
-            jnp.where(finite, per_ex, 0.0),
-            mask * finite,
-            loss=loss,
-            aux={k: jnp.where(finite, v, 0.0) for k, v in aux.items()},
-        )
-        if parts:
-            metrics.update(metrics_lib.per_output(loss, logits, y, parts, mask * finite))
+        if grad_accum == 1:
+            metrics = _step_metrics(loss, logits, y, per_ex, parts, aux, mask, finite)
+        else:  # summed over the microbatches; a skipped step's count nowhere
+            metrics = jax.tree.map(lambda v: v * finite.astype(v.dtype), partial)
         metrics = _psum(metrics, axis_name)
         metrics["nonfinite"] = (~finite).astype(jnp.int32)
         metrics["skipped"] = (~finite & skip_nonfinite).astype(jnp.int32)
@@ -467,14 +499,80 @@ def make_train_step(
     return train_step
 
 
+def _step_metrics(loss, logits, y, per_ex, parts, aux, mask, finite) -> Metrics:
+    """A step's metric sums; a skipped (non-finite) step's loss and accuracy count
+    nowhere."""
+    metrics = metrics_lib.loss_and_accuracy(
+        logits,
+        y,
+        jnp.where(finite, per_ex, 0.0),
+        mask * finite,
+        loss=loss,
+        aux={k: jnp.where(finite, v, 0.0) for k, v in aux.items()},
+    )
+    if parts:
+        metrics.update(metrics_lib.per_output(loss, logits, y, parts, mask * finite))
+    return metrics
+
+
+def _accumulate(grad_fn, state, x, y, mask, streams, k, loss, axis_name):
+    """Gradient accumulation: the batch as `k` microbatches in a `lax.scan`, each giving
+    the gradient of its loss SUM; the sums, divided by the whole batch's count, are the
+    gradient of the batch's mean. Returns (loss, gradients, batch statistics, metric
+    sums), the loss and gradients of this device's part as the unsplit step's are."""
+    rows = x.shape[0]
+    if rows % k:
+        raise ValueError(f"grad_accum={k} does not divide the batch of {rows} examples.")
+    split = lambda a: a.reshape(k, rows // k, *a.shape[1:])  # noqa: E731
+    micro = (jnp.arange(k), (split(x), jax.tree.map(split, y), split(mask)))
+    one = jnp.float32(1.0)  # divide by 1: the objective is the microbatch's sum
+
+    def microbatch(stats, inputs):
+        i, (xb, yb, mb) = inputs
+        keys = {name: jax.random.fold_in(key, i) for name, key in streams.items()}
+        (value, (logits, per_ex, parts, aux, stats)), g = grad_fn(
+            state.params, stats, xb, yb, mb, keys, one
+        )
+        m = _step_metrics(loss, logits, yb, per_ex, parts, aux, mb, jnp.array(True))
+        return value, g, stats, m
+
+    def body(carry, inputs):
+        grads, stats, sums = carry
+        value, g, stats, m = microbatch(stats, inputs)
+        return (jax.tree.map(jnp.add, grads, g), stats, metrics_lib.add(sums, m)), value
+
+    first = jax.tree.map(lambda a: a[0], micro)
+    metric_shapes = jax.eval_shape(microbatch, state.batch_stats, first)[3]
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    carry = (zeros, state.batch_stats, _zero_metrics(metric_shapes))
+    (grads, stats, sums), values = jax.lax.scan(body, carry, micro)
+    count = jnp.maximum(_psum(sums["count"], axis_name).astype(jnp.float32), 1.0)
+    grads = jax.tree.map(lambda g: g / count, grads)
+    return jnp.sum(values) / count, grads, stats, sums
+
+
+def _ema(state, params, decay):
+    """The moving average of the parameters after an update (unchanged without one)."""
+    if decay is None:
+        return state.ema_params
+    if state.ema_params is None:
+        raise ValueError(
+            "make_train_step(ema_decay=...) needs a state with a moving average: "
+            "create_state(..., ema=True)."
+        )
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+
+
 def make_steps(
     model: nn.Module, tx: optax.GradientTransformation, **kwargs
 ) -> tuple[Callable, Callable]:
     """The train and eval steps of one configuration: `make_train_step(model, tx,
     **kwargs)` and the `make_eval_step` with the same loss, compute dtype, pmap axis and
-    random streams, so the loss is named once."""
+    random streams, so the loss is named once; it evaluates the parameters' moving
+    average when `ema_decay` is set."""
     shared = {k: kwargs[k] for k in ("loss", "compute_dtype", "axis_name", "rngs") if k in kwargs}
-    return make_train_step(model, tx, **kwargs), make_eval_step(model, **shared)
+    use_ema = kwargs.get("ema_decay") is not None
+    return make_train_step(model, tx, **kwargs), make_eval_step(model, **shared, use_ema=use_ema)
 
 
 METRICS_CONTRACT = """\
@@ -594,10 +692,12 @@ def make_eval_step(
     compute_dtype: str | None = None,
     axis_name: str | None = None,
     rngs: Sequence[str] = DEFAULT_RNGS,
+    use_ema: bool = False,
 ) -> Callable[[TrainState, Batch], Metrics]:
     """Build the pure eval step `(state, batch) -> metrics` (inference mode, summed
     metrics); `loss`, `compute_dtype`, `axis_name` and `rngs` as in `make_train_step`
-    (`make_steps` builds both from one set of arguments)."""
+    (`make_steps` builds both from one set of arguments). `use_ema`: evaluate
+    `state.ema_params`, the parameters' moving average, instead of `state.params`."""
     _check_loss(loss)
     _check_compute_dtype(compute_dtype)
     names = _check_rngs(rngs)
@@ -606,9 +706,11 @@ def make_eval_step(
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
         x, y, mask = _unpack(state, batch)
         rngs = _eval_rngs(names)
+        if use_ema and state.ema_params is None:
+            raise ValueError("use_ema=True needs a state from create_state(..., ema=True).")
         logits, _, aux = _apply(
             model,
-            state.params,
+            state.ema_params if use_ema else state.params,
             state.batch_stats,
             x,
             train=False,

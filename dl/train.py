@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -35,7 +35,7 @@ from dl.data.batching import batches, num_batches
 from dl.data.stream import Prefetch, checked_batches, is_source, open_epoch
 from dl.data.validate import check_arrays
 from dl.models import DCGAN, ResNet, ViT, adapt, mode_kwargs
-from dl.optim import OptimizerConfig, freeze, make_optimizer
+from dl.optim import OptimizerConfig, freeze, make_optimizer, make_schedule
 from dl.parallel import StreamCalls, TrainCalls, get_strategy
 from dl.step import (  # noqa: F401  (re-exported: dl.train is the documented home)
     COMPUTE_DTYPES,
@@ -147,6 +147,7 @@ class FitResult:
       strategy: the `dl.parallel` strategy used ("single", "sharded" or "pmap").
       num_devices: how many devices it ran on.
       kernels: the compiler options used ("xla" or "cpu", `dl.kernels.jit`).
+      profile_dir: where the profiler trace was written (`fit(profile_dir=...)`), or None.
     """
 
     state: TrainState
@@ -159,6 +160,7 @@ class FitResult:
     strategy: str = "single"
     num_devices: int = 1
     kernels: str = "xla"
+    profile_dir: str | None = None
 
 
 def _copy_tree(tree):
@@ -247,6 +249,10 @@ def fit(
     kernels: str = "xla",
     targets: str | None = None,
     on_epoch: Callable[[int, TrainState], None] | None = None,
+    learning_rate: float | Callable[[int], Any] | None = None,
+    writers: Sequence[Any] = (),
+    profile_dir: str | os.PathLike | None = None,
+    profile_steps: int = 5,
 ) -> FitResult:
     """Train `state` for `epochs` passes over `train_data`.
 
@@ -317,6 +323,14 @@ def fit(
         processes call the step once per batch.
       kernels: compiler options, "xla" (plain `jax.jit`), "cpu" or "auto"
         (`dl.kernels.jit`). The model's own `kernels` field picks its layers.
+      learning_rate: the optimizer's rate, a number or an optax schedule, recorded as
+        "lr" in every record (the rate of the epoch's last update). None: read from an
+        `optax.inject_hyperparams` state if the optimizer has one, else not recorded.
+      writers: metric writers (`dl.writers`, e.g. `TensorBoardWriter(dir)`), each given
+        every record's scalars with the step count.
+      profile_dir: write a `jax.profiler` trace of `profile_steps` train steps here,
+        taken after the first compiled call (so without compilation);
+        `FitResult.profile_dir` says where it went.
 
     Returns:
       A `FitResult`.
@@ -335,6 +349,8 @@ def fit(
         checkpoint_every = check_positive_int("checkpoint_every", checkpoint_every)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir, the folder to resume from.")
+    profile_steps = check_positive_int("profile_steps", profile_steps)
+    lr_of = _learning_rate_reader(learning_rate)
     strategy = get_strategy(strategy, devices, batch_size=batch_size, kernels=kernels)
     train_set, evals = _check_data(
         state, train_data, eval_data, targets, check_labels, early_stopping, batch_size
@@ -350,21 +366,8 @@ def fit(
     evals_dev = {
         k: v if isinstance(v, Streamed) else strategy.put_data(*v) for k, v in evals.items()
     }
-    # What a resumed run must share with the original for the result to be the same.
-    signature = {"batch_size": batch_size, "seed": seed}
-    if streamed:
-        signature["source"] = "streamed"  # its length and order are the source's promise
-    else:
-        n = len(train_set[0])
-        signature.update(num_train=n, steps_per_epoch=n // batch_size)
-    mngr = None
-    if checkpoint_dir is not None:
-        mngr = CheckpointManager(
-            checkpoint_dir,
-            keep_last=keep_checkpoints,
-            best_metric=early_stopping.monitor if early_stopping is not None else None,
-            best_mode=early_stopping.direction if early_stopping is not None else "max",
-        )
+    signature = _signature(train_set, batch_size, seed)
+    mngr = _checkpoint_manager(checkpoint_dir, keep_checkpoints, early_stopping)
     run, target = _Progress(), state  # target: the logical layout checkpoints restore into
     if resume and mngr is not None and mngr.steps():
         run, target = _restore(mngr, state, signature, early_stopping, run_config)
@@ -376,13 +379,7 @@ def fit(
             f.writelines(json.dumps(r) + "\n" for r in run.history)
 
     t0 = time.perf_counter()
-    if streamed:
-        calls = StreamCalls(
-            strategy, train_step, train_set.source, batch_size, train_set.check, steps_per_call
-        )
-    else:
-        train_dev = strategy.put_data(*train_set)
-        calls = TrainCalls(strategy, train_step, state, train_dev, batch_size, seed, steps_per_call)
+    calls = _train_calls(strategy, train_step, state, train_set, batch_size, seed, steps_per_call)
     compile_time = time.perf_counter() - t0
     sums = calls.sums_like(run.sums) if run.sums else None
     eval_fn = strategy.jit_eval_step(eval_step) if evals else None
@@ -396,6 +393,7 @@ def fit(
     log = open(metrics_path, "a") if metrics_path is not None else None  # noqa: SIM115
     bar = _progress_bar(progress, epochs, run.epoch - 1)
     step = int(target.step)
+    profiler = _Profiler(profile_dir, profile_steps)
     if on_epoch is not None and run.epoch == 1 and run.batch == 0:
         on_epoch(0, strategy.get_state(state))
     try:
@@ -408,8 +406,10 @@ def fit(
                 sums = sums if skip else None
                 calls.begin_epoch(epoch - 1, skip, last=epoch == epochs)
                 for i, stop in calls.calls(skip, step, checkpoint_every):
+                    profiler.before_call()
                     state, sums = calls.run(state, sums, i, stop)
                     step += stop - i
+                    profiler.after_call(stop - i, state)
                     if flag.signum is not None or (
                         checkpoint_every is not None and step % checkpoint_every == 0
                     ):
@@ -426,6 +426,9 @@ def fit(
                 _check_finite(sums, f"epoch {epoch}")
                 record = {"epoch": epoch, "step": step}
                 record.update({f"train/{k}": v for k, v in metrics_lib.summarize(sums).items()})
+                lr = lr_of(state, step)
+                if lr is not None:
+                    record["lr"] = lr
                 if epoch % eval_every == 0 or epoch == epochs:
                     t_eval = time.perf_counter()
                     record.update(
@@ -437,6 +440,8 @@ def fit(
                 record["time_s"] = run.time_offset + time.perf_counter() - start
                 run.history.append(record)
                 _log_record(log, bar, record)
+                for writer in writers:
+                    writer.write(step, {k: v for k, v in record.items() if k != "step"})
                 if on_epoch is not None:
                     on_epoch(epoch, strategy.get_state(state))
                 new_best = early_stopping is not None and run.early_stop(
@@ -454,6 +459,9 @@ def fit(
                 if flag.signum is not None:
                     raise TrainingInterrupted(flag.signum, step, mngr and mngr.directory)
     finally:
+        profiler.stop()
+        for writer in writers:
+            getattr(writer, "flush", lambda: None)()
         if streamed:
             calls.close()
         bar.close()
@@ -472,7 +480,87 @@ def fit(
         strategy=strategy.name,
         num_devices=strategy.num_devices,
         kernels=strategy.kernels,
+        profile_dir=profiler.written,
     )
+
+
+def _signature(train_set, batch_size: int, seed: int) -> dict[str, Any]:
+    """What a resumed run must share with the original for the result to be the same."""
+    signature = {"batch_size": batch_size, "seed": seed}
+    if isinstance(train_set, Streamed):
+        signature["source"] = "streamed"  # its length and order are the source's promise
+    else:
+        n = len(train_set[0])
+        signature.update(num_train=n, steps_per_epoch=n // batch_size)
+    return signature
+
+
+def _checkpoint_manager(checkpoint_dir, keep: int, early_stopping) -> CheckpointManager | None:
+    if checkpoint_dir is None:
+        return None
+    return CheckpointManager(
+        checkpoint_dir,
+        keep_last=keep,
+        best_metric=early_stopping.monitor if early_stopping is not None else None,
+        best_mode=early_stopping.direction if early_stopping is not None else "max",
+    )
+
+
+def _train_calls(strategy, train_step, state, train_set, batch_size, seed, steps_per_call):
+    """The compiled calls that run an epoch: over a streamed source, or over arrays put
+    on the device once."""
+    if isinstance(train_set, Streamed):
+        return StreamCalls(
+            strategy, train_step, train_set.source, batch_size, train_set.check, steps_per_call
+        )
+    data = strategy.put_data(*train_set)
+    return TrainCalls(strategy, train_step, state, data, batch_size, seed, steps_per_call)
+
+
+class _Profiler:
+    """A `jax.profiler` trace of about `steps` train steps, started before the second
+    compiled call of the run (the first may compile) and stopped once they are done."""
+
+    def __init__(self, directory, steps: int):
+        self.directory, self.steps = directory, steps
+        self.calls = self.traced = 0
+        self.active, self.written = False, None
+
+    def before_call(self) -> None:
+        self.calls += 1
+        if self.directory is not None and self.written is None and self.calls == 2:
+            jax.profiler.start_trace(os.fspath(self.directory))
+            self.active = True
+
+    def after_call(self, steps: int, state) -> None:
+        if self.active:
+            self.traced += steps
+            if self.traced >= self.steps:
+                jax.block_until_ready(state)
+                self.stop()
+
+    def stop(self) -> None:
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active, self.written = False, str(self.directory)
+
+
+def _learning_rate_reader(learning_rate) -> Callable[[Any, int], float | None]:
+    """`(state, step) -> the rate of update number step` (None when unknown)."""
+    if callable(learning_rate):
+        return lambda state, step: float(learning_rate(max(step - 1, 0)))
+    if learning_rate is not None:
+        return lambda state, step: float(learning_rate)
+    return lambda state, step: _injected_rate(state.opt_state)
+
+
+def _injected_rate(opt_state) -> float | None:
+    """The "learning_rate" of an `optax.inject_hyperparams` state in `opt_state`."""
+    has = lambda n: isinstance(getattr(n, "hyperparams", None), Mapping)  # noqa: E731
+    for node in jax.tree.leaves(opt_state, is_leaf=has):
+        if has(node) and "learning_rate" in node.hyperparams:
+            return float(jax.device_get(node.hyperparams["learning_rate"]))
+    return None
 
 
 @dataclasses.dataclass
@@ -827,6 +915,8 @@ class FitConfig:
         with several outputs, a dict or tuple of them: `dl.losses.output_losses`).
       seed: seed of initialisation, dropout, augmentation and data order.
       eval_every, steps_per_call, kernels: as in `fit`.
+      grad_accum, ema_decay: as in `make_train_step` (the state keeps a moving average
+        of the parameters, used for evaluation, when `ema_decay` is set).
     """
 
     epochs: int
@@ -844,6 +934,8 @@ class FitConfig:
     steps_per_call: int = 1
     kernels: str = "xla"
     rngs: tuple[str, ...] = DEFAULT_RNGS
+    grad_accum: int = 1
+    ema_decay: float | None = None
 
 
 def train(
@@ -891,7 +983,13 @@ def train(
     steps = num_batches(len(x), config.batch_size) * config.epochs
     tx = make_optimizer(config.optimizer, steps)
     state = create_state(
-        model, tx, np.shape(x)[1:], seed=config.seed, input_dtype=input_dtype, rngs=config.rngs
+        model,
+        tx,
+        np.shape(x)[1:],
+        seed=config.seed,
+        input_dtype=input_dtype,
+        rngs=config.rngs,
+        ema=config.ema_decay is not None,
     )
     if params is not None or frozen is not None:
         unknown = (set(params or {}) | set(frozen or ())) - set(state.params)
@@ -905,9 +1003,11 @@ def train(
         if frozen is not None:
             frozen_set = set(frozen)
             tx = freeze(tx, merged, lambda name: name in frozen_set)
-        state = state.replace(params=merged, opt_state=tx.init(merged))
+        ema = jax.tree.map(jax.numpy.copy, merged) if state.ema_params is not None else None
+        state = state.replace(params=merged, opt_state=tx.init(merged), ema_params=ema)
     train_step, eval_step = _steps(model, tx, config, axis_name)
     fit_kwargs.setdefault("seed", config.seed)
+    fit_kwargs.setdefault("learning_rate", make_schedule(config.optimizer, steps))
     # A callable loss says nothing about its targets: fit infers them from y.
     if isinstance(config.loss, str):
         fit_kwargs.setdefault("targets", "labels" if config.loss == "cross_entropy" else "values")
@@ -939,9 +1039,11 @@ def _steps(model, tx, config: FitConfig, axis_name: str | None = None):
         label_smoothing=config.label_smoothing,
         augment=AUGMENTATIONS[config.augment],
         skip_nonfinite=config.skip_nonfinite,
+        grad_accum=config.grad_accum,
+        ema_decay=config.ema_decay,
         **step_kw,
     )
-    return train_step, make_eval_step(model, **step_kw)
+    return train_step, make_eval_step(model, **step_kw, use_ema=config.ema_decay is not None)
 
 
 @dataclasses.dataclass
