@@ -156,6 +156,7 @@ def _cmd_reproduce(args) -> int:
     import traceback
 
     from dl.experiments import EXPERIMENTS, configure, get_experiment
+    from dl.experiments.common import tracked
     from dl.experiments.index import write_index
 
     if args.list:
@@ -172,7 +173,8 @@ def _cmd_reproduce(args) -> int:
         t0 = time.perf_counter()
         print(f"dl reproduce: {name}{' (quick)' if args.quick else ''} ...", flush=True)
         try:
-            res = module.run(config)
+            with tracked(name, quick=args.quick, enabled=not args.no_progress) as tracker:
+                res = module.run(config)
         except Exception as e:  # report it, run the others, exit non-zero at the end
             traceback.print_exc()
             failed.append(name)
@@ -193,6 +195,7 @@ def _cmd_reproduce(args) -> int:
                 "time_s": took,
                 "verdicts": res["verdicts"],
                 "figures": res.get("figures", []),
+                "runs": tracker.runs,
             }
         )
     paths = write_index(root, index, quick=args.quick, seed=args.seed)
@@ -225,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", help="output folder (default runs/reproduce)")
     r.add_argument("--list", action="store_true", help="list the experiments and exit")
+    r.add_argument(
+        "--no-progress", action="store_true", help="no progress line inside each experiment"
+    )
     r.set_defaults(fn=_cmd_reproduce)
 
     t = sub.add_parser(

@@ -47,6 +47,7 @@ import numpy as np
 import threadpoolctl
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
+from dl import _progress
 from dl._errors import (
     available_memory,
     check_positive_int,
@@ -680,6 +681,7 @@ class ELMClassifier(ClassifierMixin, _ELMBase):
                 f"y holds only 1 class ({self.classes_.tolist()}); a classifier needs at least two."
             )
         self._fit_targets(x, _targets(y, self.classes_, self.targets))
+        _progress.ran("elm")
         return self
 
     def decision_function(self, x) -> np.ndarray:
@@ -727,6 +729,7 @@ class ELMRegressor(RegressorMixin, _ELMBase):
             )
         self.output_shape_ = y.shape[1:]
         self._fit_targets(x, y.reshape(len(y), -1))
+        _progress.ran("elm")
         return self
 
     def predict(self, x) -> np.ndarray:

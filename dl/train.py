@@ -27,6 +27,7 @@ import jax
 import numpy as np
 import optax
 
+from dl import _progress
 from dl import metrics as metrics_lib
 from dl._errors import check_positive_int
 from dl.checkpoint import CheckpointManager
@@ -469,6 +470,7 @@ def fit(
             log.close()
         if mngr is not None:
             mngr.close()
+    _progress.ran("fit")
     return FitResult(
         state=run.best_state if run.best_state is not None else strategy.get_state(state),
         history=run.history,
@@ -1293,4 +1295,5 @@ def train_seeds(
     for c in range(n_evals):
         row = {k: np.asarray(v[:, c]) for k, v in after.items()}
         history.append({"epoch": (c + 1) * config.eval_every, **row})
+    _progress.ran("train_seeds")
     return SeedsResult(runs_seed, runs_rate, states, history, t1 - t0, t2 - t1)

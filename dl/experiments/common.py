@@ -308,8 +308,9 @@ def count_outcomes(verdicts: list[dict[str, Any]]) -> str:
 
 class Timer:
     """Wall-clock sections: `with timer("name"): ...`; `timer.sections` in seconds
-    (a section entered again adds up). With `log` (e.g. "dl_vs_elm"), each section's
-    start and end go to stderr, so a long full-mode run shows where it is."""
+    (a section entered again adds up); each names the part on `dl reproduce`'s progress
+    line (`tracked`). With `log` (e.g. "dl_vs_elm"), each section's start and end go to
+    stderr as well."""
 
     def __init__(self, log: str | None = None):
         self.sections: dict[str, float] = {}
@@ -320,6 +321,7 @@ class Timer:
         import sys
 
         t0 = time.perf_counter()
+        part(name)  # the progress line of `dl reproduce` names the part
         if self.log:
             print(f"  [{self.log}] {name} ...", file=sys.stderr, flush=True)
         try:
@@ -543,3 +545,67 @@ def prepare(config, cls: type, name: str) -> tuple[Path, dict[str, Any], Timer]:
         )
     config.out.mkdir(parents=True, exist_ok=True)
     return config.out, config.settings(), Timer(log=None if config.is_quick else name)
+
+
+# --------------------------------------------------------------------------- progress
+
+_EXPECTED_RUNS = Path(__file__).with_name("expected_runs.json")
+
+
+def expected_runs(name: str, quick: bool) -> int | None:
+    """How many training runs experiment `name` made when last recorded (quick or full
+    mode; `expected_runs.json`, written from a `dl reproduce` run), or None."""
+    try:
+        table = json.loads(_EXPECTED_RUNS.read_text())
+    except (OSError, ValueError):
+        return None
+    return table.get("quick" if quick else "full", {}).get(name)
+
+
+class _Tracker:
+    """The progress bar of the experiment that runs now."""
+
+    current: _Tracker | None = None
+
+    def __init__(self, name: str, total: int | None, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.name, self.runs = name, 0
+        self.bar = tqdm(
+            total=total, desc=name, unit="run", disable=not enabled, dynamic_ncols=True,
+            bar_format="{desc}: run {n_fmt}/{total_fmt} [{elapsed}<{remaining}]"
+            if total else "{desc}: run {n_fmt} [{elapsed}]",
+        )  # fmt: skip
+
+    def ran(self, kind: str) -> None:
+        self.runs += 1
+        # More runs than last time: the total grows, and the estimate with it.
+        if self.bar.total is not None and self.runs > self.bar.total:
+            self.bar.total = self.runs
+        self.bar.update(1)
+
+
+@contextlib.contextmanager
+def tracked(name: str, *, quick: bool, enabled: bool = True):
+    """Count the training runs of experiment `name` while it runs, on one progress line:
+    the part it is in (`part`), run k of the N it made when last recorded, the time
+    elapsed and an estimate of the time left. Yields the tracker (`.runs` at the end)."""
+    from dl import _progress
+
+    tracker = _Tracker(name, expected_runs(name, quick), enabled)
+    _Tracker.current = tracker
+    _progress.listeners.append(tracker.ran)
+    try:
+        yield tracker
+    finally:
+        _progress.listeners.remove(tracker.ran)
+        _Tracker.current = None
+        tracker.bar.close()
+
+
+def part(label: str) -> None:
+    """Name the part of the experiment that starts now on its progress line (a no-op
+    outside `dl reproduce`)."""
+    tracker = _Tracker.current
+    if tracker is not None:
+        tracker.bar.set_description_str(f"{tracker.name}: {label}")
