@@ -146,6 +146,12 @@ def _features_jit(activation, w, b, x):
     return _features(activation, w, b, x)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _blocked_features(activation, w, b, blocks):
+    """H of (nblocks, rows, d) blocks, one block after another (`lax.map`), in one call."""
+    return jax.lax.map(lambda x: _features(activation, w, b, x), blocks)
+
+
 def hidden_features(hidden: Hidden, x) -> jax.Array:
     """H = g(x W + b) (N, L), float32."""
     return _features_jit(hidden.activation, hidden.weights, hidden.biases, jnp.asarray(x))
@@ -610,8 +616,11 @@ class _ELMBase(BaseEstimator):
         n, rows = len(x), _PREDICT_ROWS
         padded = np.zeros((-(-n // rows) * rows, x.shape[1]), np.float32)
         padded[:n] = x
-        h = [hidden_features(self.hidden_, padded[i : i + rows]) for i in range(0, n, rows)]
-        return np.concatenate([np.asarray(b, np.float64) for b in h])[:n] @ self.beta_
+        hid = self.hidden_
+        h = _blocked_features(
+            hid.activation, hid.weights, hid.biases, padded.reshape(-1, rows, x.shape[1])
+        )
+        return np.asarray(h, np.float64).reshape(-1, h.shape[-1])[:n] @ self.beta_
 
 
 _COMMON_DOC = """

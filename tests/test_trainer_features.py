@@ -144,10 +144,10 @@ def test_dl_train_with_the_new_flags(tmp_path, capsys):
 
 
 def test_bad_new_flags_exit_2_and_leave_no_folder(tmp_path, capsys):
-    for flags in (["--grad-accum", "5"], ["--ema", "1.5"], ["--grad-accum", "0"]):
+    for flags in (["--grad-accum", "7"], ["--ema", "1.5"], ["--grad-accum", "0"]):
         out = tmp_path / flags[1]
         args = ["train", "--model", "linear", "--dataset", "digits", "--out", str(out), *flags]
         assert main(args) == 2
         assert not out.exists()
     err = capsys.readouterr().err
-    assert "grad_accum 5 must divide batch_size" in err and "ema_decay must be in [0, 1)" in err
+    assert "grad_accum 7 must divide batch_size 100" in err and "ema_decay must be in [0, 1)" in err
