@@ -553,7 +553,7 @@ def _learning_rate_reader(learning_rate) -> Callable[[Any, int], float | None]:
         return lambda state, step: float(learning_rate(max(step - 1, 0)))
     if learning_rate is not None:
         return lambda state, step: float(learning_rate)
-    return lambda state, step: _injected_rate(state.opt_state)
+    return lambda state, step: _injected_rate(getattr(state, "opt_state", None))
 
 
 def _injected_rate(opt_state) -> float | None:

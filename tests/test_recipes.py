@@ -81,6 +81,7 @@ def test_gcn_classifies_cycles_and_trees_quick(tmp_path):
     assert res["test_accuracy"] >= 0.90, res["test_accuracy"]
 
 
+@pytest.mark.slow  # 29 s; test_gcn_classifies_cycles_and_trees_quick stays in the default run
 def test_gcn_on_karate_club_with_one_labelled_node_per_club(tmp_path):
     res = _quick("gcn", "karate", tmp_path)
     assert res["dataset"]["train"] == 1  # one graph

@@ -423,6 +423,7 @@ print(kernels.host_allocator_tuned(), np.median(faults), digest)
 """
 
 
+@pytest.mark.slow  # 27 s: out of the default run, which aims at ~15 minutes
 @pytest.mark.skipif(
     not (CPU and __import__("sys").platform.startswith("linux")), reason="glibc on Linux"
 )

@@ -132,6 +132,7 @@ def test_vit_shapes_and_patch_errors():
         _init(models.get_model("vit", 10, patch_size=7, pool="max"), x)
 
 
+@pytest.mark.slow  # 22 s
 def test_generate_greedy_temperature_topk():
     model = models.get_model("lm", 12, d_model=16, num_heads=2, mlp_dim=32, max_len=8)
     v = _init(model, jnp.zeros((1, 8), jnp.int32))
