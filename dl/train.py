@@ -80,12 +80,15 @@ def evaluate(
     )
 
 
-def _mean_metrics(eval_fn, state, all_batches) -> dict[str, float]:
-    """Sum an eval step's metrics over batches (on the device) and summarise once."""
+def _mean_metrics(eval_fn, state, all_batches, empty: str = "no batch") -> dict[str, float]:
+    """Sum an eval step's metrics over batches (on the device) and summarise once; a
+    ValueError saying `empty` when there was no batch."""
     sums = None
     for batch in all_batches:
         m = eval_fn(state, batch)
         sums = m if sums is None else metrics_lib.add(sums, m)
+    if sums is None:
+        raise ValueError(empty)
     return metrics_lib.summarize(sums)
 
 
@@ -830,15 +833,10 @@ def _evaluate_streamed(strategy, eval_fn, state, data: Streamed, name: str, epoc
     )
     feed = Prefetch(batches, strategy.put_batch)
     try:
-        sums = None
-        for batch in feed:
-            m = eval_fn(state, batch)
-            sums = m if sums is None else metrics_lib.add(sums, m)
+        empty = f"eval_data[{name!r}]: the source gave no batch for epoch {epoch}."
+        return _mean_metrics(eval_fn, state, feed, empty)
     finally:
         feed.close()
-    if sums is None:
-        raise ValueError(f"eval_data[{name!r}]: the source gave no batch for epoch {epoch}.")
-    return metrics_lib.summarize(sums)
 
 
 def _check_monitored(early_stopping, record: dict) -> None:
