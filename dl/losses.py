@@ -53,12 +53,79 @@ def bernoulli_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return loss.reshape(loss.shape[0], -1).sum(axis=1)
 
 
+def margin(
+    lengths: jax.Array,
+    labels: jax.Array,
+    m_plus: float = 0.9,
+    m_minus: float = 0.1,
+    absent_weight: float = 0.5,
+) -> jax.Array:
+    """The capsule network's margin loss (Sabour et al. 2017), summed over classes:
+    max(0, m+ - |v_k|)^2 for the true class k and absent_weight * max(0, |v_j| - m-)^2
+    for every other class j.
+
+    Args:
+      lengths: (B, K) class capsule lengths in [0, 1) (`dl.models.CapsNet`'s output).
+      labels: (B,) integers in [0, K).
+
+    Returns:
+      (B,) losses.
+    """
+    present = jax.nn.one_hot(labels, lengths.shape[-1], dtype=lengths.dtype)
+    up = present * jnp.square(jax.nn.relu(m_plus - lengths))
+    down = absent_weight * (1.0 - present) * jnp.square(jax.nn.relu(lengths - m_minus))
+    return jnp.sum(up + down, axis=-1)
+
+
+def nt_xent(projections: jax.Array, targets=None, temperature: float = 0.5) -> jax.Array:
+    """SimCLR's contrastive loss (Chen et al. 2020), per example.
+
+    Each of the 2B views (two per example) should pick out its partner among the other
+    2B - 1 by cosine similarity / temperature: softmax cross-entropy per view, the two
+    views' losses averaged per example. The other examples of the batch are the
+    negatives, so the loss depends on the batch it is computed in.
+
+    Args:
+      projections: (B, 2, D) two views' projections per example (`dl.selfsup.SimCLR`).
+      targets: ignored (self-supervised); present for the losses' signature.
+      temperature: the similarities' scale.
+
+    Returns:
+      (B,) losses.
+    """
+    if projections.ndim != 3 or projections.shape[1] != 2:
+        raise ValueError(
+            f"nt_xent needs projections (B, 2, D), two views per example; got shape "
+            f"{projections.shape}."
+        )
+    b = projections.shape[0]
+    z = jnp.concatenate([projections[:, 0], projections[:, 1]]).astype(jnp.float32)
+    z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=1, keepdims=True), 1e-12))
+    sim = (z @ z.T) / temperature
+    sim = jnp.where(jnp.eye(2 * b, dtype=bool), -jnp.inf, sim)  # a view is not its partner
+    partner = jnp.concatenate([jnp.arange(b, 2 * b), jnp.arange(b)])
+    per_view = optax.softmax_cross_entropy_with_integer_labels(sim, partner)
+    return 0.5 * (per_view[:b] + per_view[b:])
+
+
 LOSSES = {
     "cross_entropy": cross_entropy,
+    "margin": margin,
     "mse": mse,
     "binary_cross_entropy": binary_cross_entropy,
     "bernoulli_nll": bernoulli_nll,
+    "nt_xent": nt_xent,
 }
+
+
+# Losses of class scores (B, K) against integer labels (B,): they report accuracy, and
+# their labels are class ids (-1: unlabelled).
+CLASSIFICATION_LOSSES = ("cross_entropy", "margin")
+
+
+def classifies(loss) -> bool:
+    """Whether `loss` is one of `CLASSIFICATION_LOSSES` by name."""
+    return isinstance(loss, str) and loss in CLASSIFICATION_LOSSES
 
 
 def get_loss(name):

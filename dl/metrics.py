@@ -24,8 +24,10 @@ UNLABELLED = -1  # a label of -1 marks an unlabelled position (e.g. a node with 
 def label_weights(mask: jax.Array, labels: jax.Array, shape: tuple[int, ...], loss: str):
     """Per-position weights (B, ...) of shape `shape`: the example mask, and for integer
     labels, 0 where the label is `UNLABELLED` (semi-supervised node classification)."""
+    from dl.losses import classifies
+
     m = expand_mask(mask, shape)
-    if loss == "cross_entropy" or (callable(loss) and _integer(labels)):
+    if classifies(loss) or (callable(loss) and _integer(labels)):
         m = m * (labels.reshape(shape) >= 0)
     return m
 
@@ -35,9 +37,12 @@ def _integer(labels) -> bool:
 
 
 def is_classification(loss, logits, labels) -> bool:
-    """Accuracy is reported for cross-entropy, and for a callable loss whose targets are
-    integer class ids, one per output row (outputs (B, ..., K), labels (B, ...))."""
-    if loss == "cross_entropy":
+    """Accuracy is reported for the classification losses (cross-entropy, margin), and
+    for a callable loss whose targets are integer class ids, one per output row
+    (outputs (B, ..., K), labels (B, ...))."""
+    from dl.losses import classifies
+
+    if classifies(loss):
         return True
     return (
         callable(loss)

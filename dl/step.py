@@ -32,7 +32,7 @@ from dl import metrics as metrics_lib
 from dl._errors import check_positive_int
 from dl.data.batching import batches, gather_step
 from dl.data.validate import check_arrays
-from dl.losses import check_loss, get_loss, loss_name, output_losses, pick
+from dl.losses import check_loss, classifies, get_loss, loss_name, output_losses, pick
 from dl.models import MODE_ARGS, adapt, mode_arg, mode_kwargs
 
 Batch = Mapping[str, jax.Array]
@@ -387,10 +387,10 @@ def make_train_step(
     Args:
       model: the Linen module (see `create_state` for how it is called).
       tx: the optax transformation the state was created with.
-      loss: "cross_entropy" (integer labels), "mse", "binary_cross_entropy", or any
-        callable `(outputs, targets) -> per-example loss (B,)` (or per position (B, T)).
-        Accuracy is reported for cross-entropy and for a callable whose targets are
-        integer class ids, one per row of outputs.
+      loss: "cross_entropy" or "margin" (integer labels), "mse", "binary_cross_entropy",
+        or any callable `(outputs, targets) -> per-example loss (B,)` (or per position
+        (B, T)). Accuracy is reported for cross-entropy and margin, and for a callable
+        whose targets are integer class ids, one per row of outputs.
       label_smoothing: for cross-entropy only.
       augment: optional pure `(key, x) -> x` applied to the batch inside the step
         (e.g. `dl.data.random_shift`).
@@ -675,6 +675,8 @@ def _per_position_loss(loss, logits, y, label_smoothing: float = 0.0):
     placeholder here and weight 0 from `dl.metrics.label_weights`."""
     if loss == "cross_entropy":
         return get_loss(loss)(logits, jnp.maximum(y, 0), label_smoothing)
+    if classifies(loss):
+        return get_loss(loss)(logits, jnp.maximum(y, 0))
     out = get_loss(loss)(logits, y)
     if callable(loss) and (not hasattr(out, "shape") or out.shape[:1] != y.shape[:1]):
         raise ValueError(

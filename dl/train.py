@@ -35,6 +35,7 @@ from dl.data.augment import AUGMENTATIONS
 from dl.data.batching import batches, num_batches
 from dl.data.stream import Prefetch, checked_batches, is_source, open_epoch
 from dl.data.validate import check_arrays
+from dl.losses import classifies
 from dl.models import DCGAN, ResNet, ViT, adapt, mode_kwargs
 from dl.optim import OptimizerConfig, freeze, make_optimizer, make_schedule
 from dl.parallel import StreamCalls, TrainCalls, get_strategy
@@ -1010,7 +1011,7 @@ def train(
     fit_kwargs.setdefault("learning_rate", make_schedule(config.optimizer, steps))
     # A callable loss says nothing about its targets: fit infers them from y.
     if isinstance(config.loss, str):
-        fit_kwargs.setdefault("targets", "labels" if config.loss == "cross_entropy" else "values")
+        fit_kwargs.setdefault("targets", "labels" if classifies(config.loss) else "values")
     return fit(
         state,
         train_step,

@@ -58,9 +58,11 @@ def conv_general_dilated(
     """
     args = (lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers)
     plain = _plain_f32_conv(*args, feature_group_count, batch_group_count, preferred_element_type)
-    pads = _explicit_padding(lhs, rhs, padding) if plain else None
+    pads = _explicit_padding(lhs, rhs, padding, window_strides) if plain else None
     if pads is not None and min(p for pair in pads for p in pair) >= 0:
         reverse_mode_only("convolution", lhs, rhs)
+        if any(s != 1 for s in window_strides):
+            return _space_to_depth_conv(lhs, rhs, tuple(window_strides), pads)
         if _use_shifted_sum(lhs, rhs):
             return _shifted_conv(lhs, rhs, pads)
         if _use_row_grad(lhs, rhs, pads):
@@ -87,8 +89,8 @@ def _channels_last_specs(nd: int) -> tuple[str, str, str]:
 
 
 def _plain_f32_conv(lhs, rhs, strides, lhs_dil, rhs_dil, dn, groups, bgroups, pref) -> bool:
-    """A 1- to 3-D channels-last float32 convolution, stride 1, no dilation or groups,
-    where this module's formulations may apply."""
+    """A 1- to 3-D channels-last float32 convolution, no dilation or groups, where this
+    module's formulations may apply (strided ones through `_space_to_depth_conv`)."""
     nd = lhs.ndim - 2
     if not 1 <= nd <= 3:
         return False
@@ -96,7 +98,7 @@ def _plain_f32_conv(lhs, rhs, strides, lhs_dil, rhs_dil, dn, groups, bgroups, pr
         return False
     if groups != 1 or bgroups != 1:
         return False
-    if any(s != 1 for s in strides) or any(d != 1 for d in (lhs_dil or ()) + (rhs_dil or ())):
+    if any(d != 1 for d in (lhs_dil or ()) + (rhs_dil or ())):
         return False
     specs = _channels_last_specs(nd)
     return dn is not None and lax.conv_dimension_numbers(lhs.shape, rhs.shape, specs) == (
@@ -104,14 +106,45 @@ def _plain_f32_conv(lhs, rhs, strides, lhs_dil, rhs_dil, dn, groups, bgroups, pr
     )
 
 
-def _explicit_padding(lhs, rhs, padding) -> tuple[tuple[int, int], ...] | None:
+def _explicit_padding(lhs, rhs, padding, strides) -> tuple[tuple[int, int], ...] | None:
     """Padding as (low, high) pairs; None for a padding string other than SAME/VALID."""
     if isinstance(padding, str):
         if padding not in ("SAME", "VALID"):
             return None
-        strides = (1,) * (lhs.ndim - 2)
         padding = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)
     return tuple(tuple(int(v) for v in p) for p in padding)
+
+
+def _space_to_depth_conv(x, w, strides, padding):
+    """A strided convolution as a stride-1 one, which XLA:CPU differentiates far faster
+    (the input gradient of a 9x9 stride-2 convolution: 1.1 s against 0.06 s for a batch
+    of 64 in a capsule network on 2 cores). Each stride-s block of the padded input
+    becomes one position with s^d times the channels, and the kernel, zero-padded to a
+    multiple of s, is rearranged to match: the same products, summed in another order.
+    The stride-1 convolution then takes this module's other forms."""
+    nd = x.ndim - 2
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    dims = range(nd)
+    taps, size = w.shape[:nd], x.shape[1:-1]
+    blocks = [-(-taps[d] // strides[d]) for d in dims]  # the kernel's side in blocks
+    out = [(size[d] - taps[d]) // strides[d] + 1 for d in dims]
+    # Rows up to (out + blocks - 1) * s - 1 are read; those past the input meet only the
+    # kernel's zero padding.
+    need = [(out[d] + blocks[d] - 1) * strides[d] for d in dims]
+    x = x[(slice(None), *(slice(0, n) for n in need), slice(None))]
+    x = jnp.pad(x, ((0, 0), *((0, need[d] - x.shape[1 + d]) for d in dims), (0, 0)))
+    c, o_ch = w.shape[-2:]
+    w = jnp.pad(w, (*((0, blocks[d] * strides[d] - taps[d]) for d in dims), (0, 0), (0, 0)))
+    # kernel (b0, s0, b1, s1, ..., C, O) -> (b0, b1, ..., s0, s1, ..., C, O)
+    w = w.reshape(*(n for d in dims for n in (blocks[d], strides[d])), c, o_ch)
+    w = w.transpose(*range(0, 2 * nd, 2), *range(1, 2 * nd, 2), 2 * nd, 2 * nd + 1)
+    w = w.reshape(*blocks, math.prod(strides) * c, o_ch)
+    # input (B, n0/s0, s0, n1/s1, s1, ..., C) -> (B, n0/s0, n1/s1, ..., s0 * s1 * ... * C)
+    x = x.reshape(x.shape[0], *(n for d in dims for n in (need[d] // strides[d], strides[d])), c)
+    x = x.transpose(0, *range(1, 2 * nd, 2), *range(2, 2 * nd + 1, 2), 2 * nd + 1)
+    x = x.reshape(x.shape[0], *(need[d] // strides[d] for d in dims), -1)
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, _channels_last_specs(nd))
+    return conv_general_dilated(x, w, (1,) * nd, "VALID", dimension_numbers=dn)
 
 
 def _use_shifted_sum(lhs, rhs) -> bool:

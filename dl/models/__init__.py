@@ -12,6 +12,7 @@ import flax.linen as nn
 from dl import kernels as kernels_lib
 from dl._errors import unknown_name
 from dl.models.autoencoder import Autoencoder, corrupt
+from dl.models.capsnet import CapsNet
 from dl.models.cnn import CNN, LeNet5
 from dl.models.gan import DCGAN
 from dl.models.gnn import GraphClassifier
@@ -41,6 +42,10 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "lenet5": (LeNet5, "LeNet-5 (LeCun 1998) for images >= 16x16"),
     "cnn": (CNN, "configurable conv stack, 1-D or 2-D, optional batch norm (VGG-style)"),
     "resnet": (ResNet, "CIFAR-style ResNet-20 (He 2016); blocks_per_stage sets the depth"),
+    "capsnet": (
+        CapsNet,
+        "capsule network (Sabour 2017): routing by agreement, margin loss, decoder",
+    ),
     "rnn": (
         functools.partial(RecurrentClassifier, cell="simple"),
         "SimpleRNN (Elman) over sequences (B, T, F) or image rows; stacked, bidirectional",
@@ -87,6 +92,8 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
 TOKEN_MODELS = ("lm",)
 # Models trained to reconstruct their input (no classes; `dl.generative` has their tools).
 AUTOENCODERS = ("ae", "conv_ae", "dae", "vae")
+# Models that train with another loss than their dataset's (a name in dl.losses.LOSSES).
+MODEL_LOSSES = {"capsnet": "margin"}
 # Adversarial pairs, trained by `dl.gan` with one optimizer per network.
 GAN_MODELS = ("dcgan", "cgan")
 
@@ -152,6 +159,7 @@ __all__ = [
     "AUTOENCODERS",
     "Autoencoder",
     "CNN",
+    "CapsNet",
     "DCGAN",
     "GAN_MODELS",
     "GRU",
@@ -159,6 +167,7 @@ __all__ = [
     "LSTM",
     "MLP",
     "MODELS",
+    "MODEL_LOSSES",
     "TOKEN_MODELS",
     "BasicBlock",
     "DecoderLM",
