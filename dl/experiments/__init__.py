@@ -55,6 +55,14 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "dl.experiments.weight_sharing",
         "CNN against MLP: parameters at equal accuracy, accuracy on shifted digits",
     ),
+    "viewpoint": (
+        "dl.experiments.viewpoint",
+        "capsule network against CNN on rotated and shifted digits",
+    ),
+    "self_supervised": (
+        "dl.experiments.self_supervised",
+        "SimCLR pre-training against scratch and supervised pre-training: 10, 100, all labels",
+    ),
 }
 
 

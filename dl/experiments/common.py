@@ -421,6 +421,7 @@ def train_many(
     eval_data: dict[str, tuple[Any, Any]] | None = None,
     learning_rates=None,
     params=None,
+    per_seed_params: bool = False,
     per_seed_data: bool = False,
     runs: str = "vmap",
     **fit,
@@ -441,6 +442,7 @@ def train_many(
         eval_data=eval_data,
         learning_rates=learning_rates,
         params=params,
+        per_seed_params=per_seed_params,
         per_seed_data=per_seed_data,
         runs=runs,
     )

@@ -58,12 +58,13 @@ CNN = {"channels": (16, 32), "dense": (64,)}
 PROBE_L2S = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
-def _split(x, y, lo, hi):
+def split_classes(x, y, lo, hi):
+    """The examples of classes lo, ..., hi - 1, relabelled from 0."""
     m = (y >= lo) & (y < hi)
     return x[m], y[m] - lo
 
 
-def _labelled(x, y, n, seed):
+def labelled_draw(x, y, n, seed):
     """n labelled examples, as balanced over the classes as n allows (None: all)."""
     if n is None or n >= len(x):
         return x, y
@@ -77,7 +78,7 @@ def _labelled(x, y, n, seed):
 Config = experiment_config(NAME, SETTINGS)
 
 
-def _chosen(res, seeds) -> dict[str, Any]:
+def best_rate(res, seeds) -> dict[str, Any]:
     """Per seed, the learning rate with the best validation accuracy, and its test
     accuracy."""
     last = res.history[-1]
@@ -92,6 +93,20 @@ def _chosen(res, seeds) -> dict[str, Any]:
     return out
 
 
+def frozen_probe(f_train, y_train, val, test) -> tuple[float, float]:
+    """A linear read-out fitted to convergence (L-BFGS) on frozen features: the L2
+    strength of `PROBE_L2S` with the best accuracy on `val` (features, labels), then its
+    accuracy on `test`. Returns (test accuracy, L2 strength)."""
+    k = int(max(np.max(y_train), np.max(val[1]), np.max(test[1]))) + 1
+
+    def fit(held_out, l2):
+        return analysis.linear_probe((f_train, y_train), held_out, l2=l2, num_classes=k)
+
+    scores = {l2: fit(val, l2).test_accuracy for l2 in PROBE_L2S}
+    l2 = max(PROBE_L2S, key=lambda a: scores[a])
+    return fit(test, l2).test_accuracy, l2
+
+
 def _task_b(s, model, pre, b_pool, b_val, b_test, seeds, timer) -> dict[str, Any]:
     body = {k: v for k, v in pre.state.params.items() if k != "head"}
     penultimate = f"hidden{len(CNN['dense']) - 1}"
@@ -102,21 +117,15 @@ def _task_b(s, model, pre, b_pool, b_val, b_test, seeds, timer) -> dict[str, Any
     test_feats, val_feats = features(b_test[0]), features(b_val[0])
 
     def probe(train):
-        """The L2 strength with the best validation accuracy, then its test accuracy."""
-        f = features(train[0])
-        val = {
-            l2: analysis.linear_probe((f, train[1]), (val_feats, b_val[1]), l2=l2, num_classes=5)
-            for l2 in PROBE_L2S
-        }
-        l2 = max(PROBE_L2S, key=lambda k: val[k].test_accuracy)
-        test = analysis.linear_probe((f, train[1]), (test_feats, b_test[1]), l2=l2, num_classes=5)
-        return test.test_accuracy, l2
+        return frozen_probe(
+            features(train[0]), train[1], (val_feats, b_val[1]), (test_feats, b_test[1])
+        )
 
     sets = {"val": b_val, "test": b_test}
     acc: dict[str, dict[str, Any]] = {a: {} for a in ARMS}
     for n in s["labels"]:
         key = "all" if n is None else str(n)
-        draws = [_labelled(*b_pool, n, seed) for seed in seeds]
+        draws = [labelled_draw(*b_pool, n, seed) for seed in seeds]
         xs, ys = np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws])
         bs = min(64, xs.shape[1])
         epochs = max(1, math.ceil(s["steps"] / (xs.shape[1] // bs)))
@@ -135,7 +144,7 @@ def _task_b(s, model, pre, b_pool, b_val, b_test, seeds, timer) -> dict[str, Any
                     per_seed_data=True,
                     runs="sequential",  # convolutions: see train_seeds
                 )
-            acc[arm][key] = _chosen(res, seeds)
+            acc[arm][key] = best_rate(res, seeds)
         with timer("frozen_features"):
             # A linear read-out fitted to convergence (L-BFGS) on the frozen pre-trained
             # penultimate features, its L2 strength chosen on the same validation split.
@@ -154,8 +163,8 @@ def run(config: Config) -> dict[str, Any]:
     seeds = seed_list(config.seed, s["seeds"])
     ds = data.load("mnist5k")
     (x, y), (xt, yt) = ds.train, ds.test
-    a_train, a_test = _split(x, y, 0, 5), _split(xt, yt, 0, 5)
-    b_train, b_test = _split(x, y, 5, 10), _split(xt, yt, 5, 10)
+    a_train, a_test = split_classes(x, y, 0, 5), split_classes(xt, yt, 0, 5)
+    b_train, b_test = split_classes(x, y, 5, 10), split_classes(xt, yt, 5, 10)
     # B's validation digits, held out of every arm's labelled draws.
     order = np.random.default_rng(0).permutation(len(b_train[0]))
     val_idx, pool_idx = order[: s["val_size"]], order[s["val_size"] :]
