@@ -106,11 +106,13 @@ def _plain_f32_conv(lhs, rhs, strides, lhs_dil, rhs_dil, dn, groups, bgroups, pr
     )
 
 
-def _explicit_padding(lhs, rhs, padding, strides) -> tuple[tuple[int, int], ...] | None:
-    """Padding as (low, high) pairs; None for a padding string other than SAME/VALID."""
+def _explicit_padding(lhs, rhs, padding, strides=None) -> tuple[tuple[int, int], ...] | None:
+    """Padding as (low, high) pairs (for `strides`, default 1); None for a padding
+    string other than SAME/VALID."""
     if isinstance(padding, str):
         if padding not in ("SAME", "VALID"):
             return None
+        strides = strides or (1,) * (lhs.ndim - 2)
         padding = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)
     return tuple(tuple(int(v) for v in p) for p in padding)
 

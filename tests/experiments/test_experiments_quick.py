@@ -128,3 +128,42 @@ def test_weight_sharing(tmp_path_factory):
             3,
             1 + len(res["settings"]["shifts"]),
         )
+
+
+def test_viewpoint(tmp_path_factory):
+    res = _run("viewpoint", tmp_path_factory)
+    claims = _seeded_claims(res, 3)
+    s = res["settings"]
+    for net in ("cnn", "capsnet"):
+        acc = res["accuracy"][net]
+        assert np.asarray(acc["rotation"]).shape == (3, 1 + len(s["angles"]))
+        assert np.asarray(acc["shift"]).shape == (3, 1 + len(s["shifts"]))
+        assert res["train_time_per_epoch_s"][net] > 0
+    # The verdicts follow from the recorded accuracies: share kept, capsnet minus CNN.
+    for kind, claim in zip(("rotation", "shift"), claims, strict=True):
+        kept = {
+            n: (np.asarray(a[kind])[:, 1:] / np.asarray(a[kind])[:, :1]).mean(1)
+            for n, a in res["accuracy"].items()
+        }
+        np.testing.assert_allclose(claim["per_seed"], 100 * (kept["capsnet"] - kept["cnn"]))
+
+
+def test_self_supervised(tmp_path_factory):
+    res = _run("self_supervised", tmp_path_factory)
+    claims = _seeded_claims(res, 3)
+    acc = res["accuracy"]
+    assert set(acc) == {
+        "scratch", "ssl_fine_tuned", "ssl_probe", "supervised_fine_tuned", "supervised_probe"
+    }  # fmt: skip
+    for arm in acc.values():
+        assert set(arm) == {"10", "100", "all"}
+        assert all(
+            len(a["test"]) == 3 and all(0 <= t <= 1 for t in a["test"]) for a in arm.values()
+        )
+    test = {a: {k: 100 * np.asarray(v["test"]) for k, v in arm.items()} for a, arm in acc.items()}
+    np.testing.assert_allclose(
+        claims[0]["per_seed"], test["ssl_fine_tuned"]["10"] - test["scratch"]["10"]
+    )
+    np.testing.assert_allclose(
+        claims[3]["per_seed"], test["ssl_fine_tuned"]["10"] - test["supervised_fine_tuned"]["10"]
+    )

@@ -184,11 +184,9 @@ def test_other_convolutions_go_to_lax_unchanged():
         (x1, jnp.tile(w(5, 1), 8), (1, 1), {}),  # 25 taps x 32 channels > MAX_SHIFTED_WORK
     ]
     others = [
-        (x3, w(3, 3), (2, 2), {}),  # strided
         (x3, w(3, 3), (1, 1), {"lhs_dilation": (2, 2), "padding": ((1, 1), (1, 1))}),
         (x3, w(3, 1)[..., :3], (1, 1), {"feature_group_count": 3}),
         (x3.astype(jnp.bfloat16), w(3, 3).astype(jnp.bfloat16), (1, 1), {}),
-        (x1, w(3, 1), (2, 2), {}),  # strided
         (x1, w(3, 1), (1, 1), {"rhs_dilation": (2, 2)}),
         (x1.astype(jnp.bfloat16), w(3, 1).astype(jnp.bfloat16), (1, 1), {}),
         (x3, w(3, 3), (1, 1), {"padding": ((-1, 0), (0, 0))}),  # negative padding
@@ -213,6 +211,46 @@ def test_other_convolutions_go_to_lax_unchanged():
                 pairs = zip(_compiled_grad(ours)(x, k), _compiled_grad(ref)(x, k), strict=True)
                 for a, b in pairs:
                     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, strides, padding",
+    [
+        ((2, 20, 20, 16), (9, 9, 16, 8), (2, 2), "VALID"),  # the capsule network's
+        ((2, 8, 8, 3), (3, 3, 3, 4), (2, 2), "SAME"),  # a ResNet's downsampling
+        ((2, 9, 7, 3), (3, 2, 3, 4), (2, 3), ((1, 0), (2, 1))),  # odd sizes, asymmetric
+        ((2, 28, 28, 1), (5, 5, 1, 6), (2, 2), "SAME"),  # one channel: then a shifted sum
+        ((2, 20, 3), (4, 3, 5), (3,), "SAME"),  # 1-D
+        ((1, 5, 5, 2), (5, 5, 2, 3), (2, 2), "VALID"),  # one output position
+        ((1, 6, 6, 2), (1, 1, 2, 3), (2, 2), "VALID"),  # 1x1, stride 2
+    ],
+)
+def test_strided_convolutions_as_stride_one_equal_lax(shape, kernel, strides, padding):
+    """A strided convolution runs as a stride-1 one on stride-sized blocks of the input:
+    lax's values and gradients to float32 rounding (another summation order)."""
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+    k = jnp.asarray(rng.normal(size=kernel).astype(np.float32))
+    specs = ("NWC", "WIO", "NWC") if len(shape) == 3 else ("NHWC", "HWIO", "NHWC")
+    d = lax.conv_dimension_numbers(x.shape, k.shape, specs)
+
+    def ours(x, k):
+        return layers.conv_general_dilated(x, k, strides, padding, dimension_numbers=d)
+
+    def ref(x, k):
+        return lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=d)
+
+    assert "custom_vjp" in str(jax.make_jaxpr(ours)(x, k))
+    a, b = jax.jit(ours)(x, k), jax.jit(ref)(x, k)
+    assert a.shape == b.shape
+
+    def close(got, want):  # float32 sums of up to 1296 terms, in another order
+        want = np.asarray(want)
+        np.testing.assert_allclose(np.asarray(got), want, atol=2e-6 * np.abs(want).max())
+
+    close(a, b)
+    for g, h in zip(_compiled_grad(ours)(x, k), _compiled_grad(ref)(x, k), strict=True):
+        close(g, h)
 
 
 @pytest.mark.parametrize(
