@@ -151,7 +151,7 @@ LAYERS = [
     ("dl.data",),
     ("dl.kernels",),
     ("dl.models",),
-    ("dl.losses", "dl.optim", "dl.metrics", "dl.generative"),
+    ("dl.losses", "dl.optim", "dl.metrics", "dl.generative", "dl.selfsup"),
     ("dl.step",),
     ("dl.parallel", "dl.checkpoint"),
     ("dl.train", "dl.elm"),

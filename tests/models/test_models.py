@@ -23,6 +23,8 @@ CASES = [
     ("cnn", {"channels": (4, 4, 4), "kernel_size": 5, "dense": ()}, (40, 1)),
     ("cnn", {"channels": (4,), "global_pool": True, "pool": "avg"}, (32, 32, 3)),
     ("resnet", {"blocks_per_stage": (1, 1, 1), "width": 4}, (28, 28, 1)),
+    ("capsnet", {"conv_channels": 4, "primary_types": 2, "decoder": (8,)}, (28, 28, 1)),
+    ("capsnet", {"conv_channels": 4, "primary_types": 2, "kernel_size": 3}, (8, 8, 3)),
     ("resnet", {"blocks_per_stage": (1, 1), "width": 4}, (40, 1)),
     ("rnn", {"hidden": 8}, (40, 1)),
     ("lstm", {"hidden": 8, "bidirectional": True, "num_layers": 2}, (28, 28)),
@@ -228,6 +230,7 @@ _SMALL.update(
     dae=(dict(hidden=(16,), latent_dim=4), (8, 8, 1)),
     vae=(dict(hidden=(16,), latent_dim=4), (8, 8, 1)),
     dcgan=(dict(image_shape=(8, 8, 1), latent_dim=4, base=4), (4,)),
+    capsnet=(dict(conv_channels=4, primary_types=2, decoder=(8,), kernel_size=3), (8, 8, 1)),
     cgan=(dict(image_shape=(8, 8, 1), latent_dim=4, base=4), (4,)),
 )
 
