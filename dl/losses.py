@@ -83,7 +83,8 @@ def nt_xent(projections: jax.Array, targets=None, temperature: float = 0.5) -> j
     Each of the 2B views (two per example) should pick out its partner among the other
     2B - 1 by cosine similarity / temperature: softmax cross-entropy per view, the two
     views' losses averaged per example. The other examples of the batch are the
-    negatives, so the loss depends on the batch it is computed in.
+    negatives, so the loss depends on the batch it is computed in (in evaluation,
+    a last batch's padding rows serve as negatives too, though their losses count nowhere).
 
     Args:
       projections: (B, 2, D) two views' projections per example (`dl.selfsup.SimCLR`).

@@ -19,7 +19,6 @@ there too.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -40,13 +39,7 @@ from dl.experiments.common import (
     train_many,
     write_results,
 )
-from dl.experiments.transfer_learning import (
-    CNN,
-    best_rate,
-    frozen_probe,
-    labelled_draw,
-    split_classes,
-)
+from dl.experiments.transfer_learning import CNN, fine_tune, frozen_probe, split_classes
 
 NAME = "self_supervised"
 SETTINGS = {
@@ -72,7 +65,13 @@ SETTINGS = {
     ),
 }
 PRETRAINED = ("ssl", "supervised")
-ARMS = ("scratch", "ssl_fine_tuned", "ssl_probe", "supervised_fine_tuned", "supervised_probe")
+ARMS = (
+    "scratch",
+    "ssl_fine_tuned",
+    "ssl_probe",
+    "supervised_fine_tuned",
+    "supervised_probe",
+)
 FEATURES = 128  # the encoder's output: the first layer of SimCLR's projection head
 TOLERANCE = 3.0  # points: "rivals" supervised pre-training means within this or better
 
@@ -99,7 +98,11 @@ def _pretrain(s, ds, a_train, seeds, timer) -> dict[str, dict]:
     supervised_model = models.get_model("cnn", 5, kernels="auto", **CNN)
     with timer("supervised"):
         sup = train_many(
-            supervised_model, a_train, seeds, epochs=s["pretrain_epochs"], runs="sequential"
+            supervised_model,
+            a_train,
+            seeds,
+            epochs=s["pretrain_epochs"],
+            runs="sequential",
         )
     return {
         "ssl": selfsup.encoder_params(ssl.states.params),
@@ -137,8 +140,6 @@ def run(config: Config) -> dict[str, Any]:
     b_pool = (b_train[0][pool_idx], b_train[1][pool_idx])
     pre = _pretrain(s, ds, a_train, seeds, timer)
     model = models.get_model("cnn", 5, kernels="auto", **CNN)
-    sets = {"val": b_val, "test": b_test}
-    acc: dict[str, dict[str, Any]] = {a: {} for a in ARMS}
     with timer("features"):
         feats = {
             k: [
@@ -150,30 +151,12 @@ def run(config: Config) -> dict[str, Any]:
             ]
             for k in PRETRAINED
         }
-    for n in s["labels"]:
-        key = "all" if n is None else str(n)
-        draws = [labelled_draw(*b_pool, n, seed) for seed in seeds]
-        xs, ys = np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws])
-        bs = min(64, xs.shape[1])
-        epochs = max(1, math.ceil(s["steps"] / (xs.shape[1] // bs)))
-        for arm, params in (("scratch", None), *((f"{k}_fine_tuned", pre[k]) for k in PRETRAINED)):
-            with timer(arm):
-                res = train_many(
-                    model,
-                    (xs, ys),
-                    seeds,
-                    epochs=epochs,
-                    batch_size=bs,
-                    eval_data=sets,
-                    eval_every=epochs,
-                    learning_rates=s["learning_rates"],
-                    params=params,
-                    per_seed_params=params is not None,
-                    per_seed_data=True,
-                    runs="sequential",
-                )
-            acc[arm][key] = best_rate(res, seeds)
-        for k in PRETRAINED:
+    arms = {"scratch": None, **{f"{k}_fine_tuned": pre[k] for k in PRETRAINED}}
+    sets = {"val": b_val, "test": b_test}
+    acc, draws = fine_tune(model, s, b_pool, sets, seeds, arms, timer, per_seed_params=True)
+    for k in PRETRAINED:
+        acc[f"{k}_probe"] = {}
+        for key, labelled in draws.items():
             with timer(f"{k}_probe"):
                 probes = [
                     frozen_probe(
@@ -182,9 +165,13 @@ def run(config: Config) -> dict[str, Any]:
                         (feats[k][i]["val"], b_val[1]),
                         (feats[k][i]["test"], b_test[1]),
                     )
-                    for i, d in enumerate(draws)
+                    for i, d in enumerate(labelled)
                 ]
-            acc[f"{k}_probe"][key] = {"test": [p[0] for p in probes], "l2": [p[1] for p in probes]}
+            acc[f"{k}_probe"][key] = {
+                "test": [p[0] for p in probes],
+                "l2": [p[1] for p in probes],
+            }
+    acc = {a: acc[a] for a in ARMS}
 
     def test(arm, k):
         return 100 * np.asarray(acc[arm][k]["test"])
@@ -254,8 +241,15 @@ def run(config: Config) -> dict[str, Any]:
         "seed": config.seed,
         "seeds": seeds,
         "settings": s,
-        "ssl_test_loss": {"before": pre["ssl_test_loss"][0], "after": pre["ssl_test_loss"][1]},
-        "split_sizes": {"pool": len(b_pool[0]), "val": len(b_val[0]), "test": len(b_test[0])},
+        "ssl_test_loss": {
+            "before": pre["ssl_test_loss"][0],
+            "after": pre["ssl_test_loss"][1],
+        },
+        "split_sizes": {
+            "pool": len(b_pool[0]),
+            "val": len(b_val[0]),
+            "test": len(b_test[0]),
+        },
         "accuracy": acc,
         "timings_s": timer.sections,
         "verdicts": verdicts,

@@ -107,6 +107,40 @@ def frozen_probe(f_train, y_train, val, test) -> tuple[float, float]:
     return fit(test, l2).test_accuracy, l2
 
 
+def fine_tune(model, s, pool, sets, seeds, arms, timer, *, per_seed_params=False):
+    """For each label budget in `s["labels"]`, each seed's draw of labelled examples from
+    `pool`, and for each arm (name -> pre-trained parameters, or None: from scratch) the
+    test accuracy at the learning rate of `s["learning_rates"]` best on `sets["val"]`,
+    after `s["steps"]` optimizer steps. `per_seed_params`: the arms' parameters have a
+    leading seed axis. Returns ({arm: {budget: best_rate(...)}}, {budget: draws})."""
+    acc: dict[str, dict[str, Any]] = {a: {} for a in arms}
+    draws_by_budget = {}
+    for n in s["labels"]:
+        key = "all" if n is None else str(n)
+        draws = draws_by_budget[key] = [labelled_draw(*pool, n, seed) for seed in seeds]
+        xs, ys = np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws])
+        bs = min(64, xs.shape[1])
+        epochs = max(1, math.ceil(s["steps"] / (xs.shape[1] // bs)))
+        for arm, params in arms.items():
+            with timer(arm):
+                res = train_many(
+                    model,
+                    (xs, ys),
+                    seeds,
+                    epochs=epochs,
+                    batch_size=bs,
+                    eval_data=sets,
+                    eval_every=epochs,
+                    learning_rates=s["learning_rates"],
+                    params=params,
+                    per_seed_params=per_seed_params and params is not None,
+                    per_seed_data=True,
+                    runs="sequential",  # convolutions: see train_seeds
+                )
+            acc[arm][key] = best_rate(res, seeds)
+    return acc, draws_by_budget
+
+
 def _task_b(s, model, pre, b_pool, b_val, b_test, seeds, timer) -> dict[str, Any]:
     body = {k: v for k, v in pre.state.params.items() if k != "head"}
     penultimate = f"hidden{len(CNN['dense']) - 1}"
@@ -121,34 +155,21 @@ def _task_b(s, model, pre, b_pool, b_val, b_test, seeds, timer) -> dict[str, Any
             features(train[0]), train[1], (val_feats, b_val[1]), (test_feats, b_test[1])
         )
 
-    sets = {"val": b_val, "test": b_test}
-    acc: dict[str, dict[str, Any]] = {a: {} for a in ARMS}
-    for n in s["labels"]:
-        key = "all" if n is None else str(n)
-        draws = [labelled_draw(*b_pool, n, seed) for seed in seeds]
-        xs, ys = np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws])
-        bs = min(64, xs.shape[1])
-        epochs = max(1, math.ceil(s["steps"] / (xs.shape[1] // bs)))
-        for arm, params in (("scratch", None), ("fine_tuned", body)):
-            with timer(arm):
-                res = train_many(
-                    model,
-                    (xs, ys),
-                    seeds,
-                    epochs=epochs,
-                    batch_size=bs,
-                    eval_data=sets,
-                    eval_every=epochs,
-                    learning_rates=s["learning_rates"],
-                    params=params,
-                    per_seed_data=True,
-                    runs="sequential",  # convolutions: see train_seeds
-                )
-            acc[arm][key] = best_rate(res, seeds)
+    acc, draws = fine_tune(
+        model,
+        s,
+        b_pool,
+        {"val": b_val, "test": b_test},
+        seeds,
+        {"scratch": None, "fine_tuned": body},
+        timer,
+    )
+    acc["frozen_features"] = {}
+    for key, labelled in draws.items():
         with timer("frozen_features"):
             # A linear read-out fitted to convergence (L-BFGS) on the frozen pre-trained
             # penultimate features, its L2 strength chosen on the same validation split.
-            probes = [probe(d) for d in draws]
+            probes = [probe(d) for d in labelled]
             acc["frozen_features"][key] = {
                 "test": [p[0] for p in probes],
                 "l2": [p[1] for p in probes],
@@ -215,7 +236,11 @@ def run(config: Config) -> dict[str, Any]:
         "seeds": seeds,
         "settings": s,
         "pretrain_test_accuracy": pre_acc,
-        "split_sizes": {"pool": len(b_pool[0]), "val": len(b_val[0]), "test": len(b_test[0])},
+        "split_sizes": {
+            "pool": len(b_pool[0]),
+            "val": len(b_val[0]),
+            "test": len(b_test[0]),
+        },
         "accuracy": acc,
         "timings_s": timer.sections,
         "verdicts": verdicts,
@@ -259,7 +284,10 @@ def run(config: Config) -> dict[str, Any]:
     ]
     (out / "report.md").write_text(
         report(
-            "Transfer learning", "pre-trained models fine-tune with little data.", results, sections
+            "Transfer learning",
+            "pre-trained models fine-tune with little data.",
+            results,
+            sections,
         )
     )
     return results
