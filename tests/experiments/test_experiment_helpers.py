@@ -60,7 +60,7 @@ def test_transfer_chooses_the_rate_on_validation():
             }
         ]
 
-    c = transfer_learning._chosen(Res(), [0, 1])
+    c = transfer_learning.best_rate(Res(), [0, 1])
     assert c["learning_rate"] == [3e-3, 1e-3] and c["test"] == [0.3, 0.2]
 
 
@@ -80,3 +80,14 @@ def test_params_at_interpolates_in_log_parameters():
     assert ws.params_at(0.6, params, accs) == pytest.approx(10**2.5)
     assert ws.params_at(0.4, params, accs) == 100
     assert ws.params_at(0.95, params, accs) == float("inf")
+
+
+def test_viewpoint_rotation_turns_the_digits_and_keeps_the_range():
+    from dl.experiments.viewpoint import rotate
+
+    x = np.random.default_rng(0).random((2, 6, 6, 1)).astype(np.float32)
+    np.testing.assert_array_equal(rotate(x, 90), np.rot90(x, 1, axes=(1, 2)))  # a quarter turn
+    np.testing.assert_array_equal(rotate(x, 0), x)
+    r = rotate(x, 30)
+    assert r.shape == x.shape and r.min() >= 0 and r.max() <= 1
+    assert not np.allclose(r, x)
