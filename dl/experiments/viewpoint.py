@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import numpy as np
 
 from dl import data, models
@@ -34,6 +33,7 @@ from dl.experiments.common import (
     write_results,
 )
 from dl.experiments.weight_sharing import shift
+from dl.step import count_params
 
 NAME = "viewpoint"
 SETTINGS = {
@@ -130,7 +130,7 @@ def run(config: Config) -> dict[str, Any]:
                 runs="sequential",  # convolutions: see train_seeds
             )
         per_epoch[name] = res.run_time_s / (len(seeds) * s["epochs"])
-        params[name] = int(sum(np.prod(a.shape[1:]) for a in jax.tree.leaves(res.states.params)))
+        params[name] = count_params(model, ds.input_shape)
         with timer(f"{name} tests"):
             acc[name] = _accuracy(res, model, views, yt)
     kept = {n: {k: v / v[:, :1] for k, v in a.items()} for n, a in acc.items()}
